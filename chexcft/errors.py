@@ -25,3 +25,7 @@ class InvalidRunError(ChexcftError):
 
 class SubmissionError(ChexcftError):
     """A submission or prediction file breaks the competition scorer's rules."""
+
+
+class InvalidWeightsError(ChexcftError):
+    """A weights file is unsafe (pickled code), corrupt, or does not fit the model (keys or shapes)."""
