@@ -1,0 +1,37 @@
+"""One entry point for any supported table: CheXpert CSV, Path-only CSV, NIH label CSV or a folder of images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from chexcft.data.chexpert import read_chexpert_csv, read_path_csv
+from chexcft.data.folder import read_image_folder
+from chexcft.data.nih import is_nih_header, read_nih_csv
+from chexcft.errors import InvalidDatasetError
+from chexcft.schema import OBSERVATIONS
+
+
+def read_table(csv_or_folder: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Read a CheXpert CSV, a CSV with only Path (labels NaN), an NIH label CSV (root = images folder) or a folder."""
+    source = Path(csv_or_folder)
+    if source.is_dir():
+        return read_image_folder(source)
+    if not source.is_file():
+        raise InvalidDatasetError(f"{source}: no such file or folder")
+    try:
+        columns = [str(c) for c in pd.read_csv(source, nrows=0).columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InvalidDatasetError(f"{source}: not a readable CSV ({exc})") from None
+    if is_nih_header(columns):
+        return read_nih_csv(source, root)
+    if any(c in OBSERVATIONS for c in columns):
+        return read_chexpert_csv(source, root)
+    if "Path" in columns:
+        return read_path_csv(source, root)
+    raise InvalidDatasetError(
+        f"{source}: unrecognised CSV (header: {', '.join(columns)}); expected a CheXpert CSV, a CSV with a 'Path' "
+        "column, or an NIH label file with 'Image Index' and 'Finding Labels'"
+    )
