@@ -168,7 +168,7 @@ def build_submission(
     SubmissionError naming it, unless `prior` (task -> probability) is given, which is then written for it.
     With `frontal_only`, a study without a readable frontal image is aggregated over its other views.
     """
-    from chexcft.evaluation import aggregate_by_study
+    from chexcft.evaluation.aggregate import aggregate_by_study
 
     if how not in AGGREGATIONS:
         raise SubmissionError(f"unknown view aggregation {how!r}; use one of {', '.join(AGGREGATIONS)}")
