@@ -1,0 +1,1 @@
+"""The trainer, in small modules: config, data, loss, validation, checkpoint, distributed, selftrain, loop."""

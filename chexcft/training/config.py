@@ -1,0 +1,96 @@
+"""The trainer's settings: one dataclass, validated, serialisable to config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chexcft.errors import ChexcftError
+
+BLANK_MODES: tuple[str, ...] = ("negative", "ignore")
+# Settings that may differ between an interrupted run and its --resume (a different --workers changes the
+# augmentation draws of the remaining epochs, so bit-identical results need the same value).
+RESUME_FREE_KEYS: frozenset[str] = frozenset({"resume", "quiet", "workers", "device", "cache_dir"})
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Every setting of one training run (keywords only; the CLI options map one to one onto these fields)."""
+
+    train_csv: str
+    valid_csv: str
+    out: str
+    root: str | None = None
+    policy: str = "U-Ones"
+    observations: tuple[str, ...] | None = None  # None: every observation with a known positive and negative
+    arch: str = "densenet121"
+    init: str = "random"
+    image_size: int = 320
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    blank: str = "negative"
+    augment: bool = True
+    device: str = "auto"
+    mixed_precision: bool = True
+    workers: int = 0
+    cache_dir: str | None = None  # None: <parent of out>/cache, shared by sibling runs
+    quiet: bool = False
+    resume: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes recorded in config.json
+
+    def validate(self) -> TrainConfig:
+        """Raise ChexcftError naming the first bad setting; return self when all are valid."""
+        from chexcft.models import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise ChexcftError(f"unknown --arch {self.arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+        if self.blank not in BLANK_MODES:
+            raise ChexcftError(f"unknown --blank {self.blank!r}; expected one of {', '.join(BLANK_MODES)}")
+        for name in ("image_size", "epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ChexcftError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.image_size < 8:
+            raise ChexcftError(f"--image-size must be at least 8, got {self.image_size}")
+        if not self.lr > 0:
+            raise ChexcftError(f"--lr must be positive, got {self.lr}")
+        if self.workers < 0:
+            raise ChexcftError(f"--workers must be >= 0, got {self.workers}")
+        for name in ("train_csv", "valid_csv"):
+            if not Path(getattr(self, name)).is_file():
+                raise ChexcftError(f"--{name.replace('_', '-')} {getattr(self, name)}: file not found")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory as an absolute path."""
+        return Path(self.out).expanduser().resolve()
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """Where the preprocessing cache lives (one sub-folder per image size)."""
+        base = Path(self.cache_dir).expanduser() if self.cache_dir else self.run_dir.parent / "cache"
+        return (base / f"{self.image_size}px").resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values."""
+        data = dataclasses.asdict(self)
+        if data["observations"] is not None:
+            data["observations"] = list(data["observations"])
+        return data
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def settings_mismatch(stored: dict[str, Any], current: TrainConfig) -> list[str]:
+    """Names of settings that differ between a stored config.json 'settings' block and `current`."""
+    now = current.to_dict()
+    return sorted(
+        key for key, value in now.items() if key not in RESUME_FREE_KEYS and key in stored and stored[key] != value
+    )

@@ -1,0 +1,316 @@
+"""train(config): one run from CSVs to a complete run directory (single process or DDP under torchrun)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from chexcft.device import DeviceSettings, resolve_device, seed_everything
+from chexcft.errors import ChexcftError, InvalidRunError
+from chexcft.fileio import atomic_write_csv, atomic_write_json, file_sha256, read_json
+from chexcft.provenance import environment_info
+from chexcft.runs import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE
+from chexcft.training import checkpoint as ckpt
+from chexcft.training import data as tdata
+from chexcft.training.config import TrainConfig, settings_mismatch
+from chexcft.training.distributed import (
+    DistInfo,
+    EpochSampler,
+    barrier,
+    init_distributed,
+    local_rank_from_env,
+    unwrap,
+)
+from chexcft.training.loss import masked_loss
+from chexcft.training.progress import EpochProgress, log
+from chexcft.training.validation import auc_per_observation, is_better, predict_probabilities, selection_score
+SELFTRAIN_DIR = "selftrain_stage1"
+SCHEDULE = "cosine annealing per optimiser step from lr to lr/100 (no warm-up)"
+# Test hook: SIGKILL this process right after this many optimiser steps of a run (simulates a crash mid-epoch).
+KILL_ENV = "CHEXCFT_TEST_SIGKILL_AT_STEP"
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs before its first step."""
+
+    train: tdata.SplitData
+    valid: tdata.SplitData
+    cache: Any
+    observations: tuple[str, ...]
+    policies: dict[str, str]
+    targets: Any  # chexcft.labels.Targets
+
+
+def train(config: TrainConfig) -> Path:
+    """Train one model as configured and return its complete run directory."""
+    config = _absolute(config).validate()
+    settings = resolve_device(config.device, mixed_precision=config.mixed_precision, local_rank=local_rank_from_env())
+    info = init_distributed(settings.device.type)
+    run_dir = config.run_dir
+    pointer = _check_run_dir(config, run_dir)
+    barrier(info)
+    if pointer is not None and pointer.get("finished"):
+        log(f"{run_dir}: run already finished ({pointer['epoch']} epochs); nothing to do", enabled=info.is_main)
+        return run_dir
+    prepared = _prepare(config, info, settings)
+    _train_run(config, info, settings, prepared)
+    barrier(info)
+    return run_dir
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """True when a run directory holds a finished run (its last checkpoint is marked finished)."""
+    pointer = ckpt.latest_pointer(Path(run_dir))
+    return bool(pointer and pointer.get("finished"))
+
+
+def _absolute(config: TrainConfig) -> TrainConfig:
+    """Paths made absolute so that config.json and --resume do not depend on the working directory."""
+    resolve = lambda p: str(Path(p).expanduser().resolve()) if p else p  # noqa: E731
+    return config.replace(
+        train_csv=resolve(config.train_csv),
+        valid_csv=resolve(config.valid_csv),
+        root=resolve(config.root),
+        out=resolve(config.out),
+        cache_dir=resolve(config.cache_dir),
+    )
+
+
+def _check_run_dir(config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
+    """Refuse to overwrite a run; with --resume check the stored settings match. Returns the checkpoint pointer."""
+    non_empty = run_dir.is_dir() and any(run_dir.iterdir())
+    if non_empty and not config.resume:
+        raise InvalidRunError(
+            f"run directory {run_dir} is not empty: pass --resume to continue that run, or choose another --out"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InvalidRunError(f"--out {run_dir} exists and is not a folder")
+    config_file = run_dir / CONFIG_FILE
+    if config.resume and config_file.is_file():
+        stored = read_json(config_file)
+        differing = settings_mismatch(stored.get("settings", {}), config)
+        if differing:
+            raise InvalidRunError(
+                f"{config_file}: --resume with different settings ({', '.join(differing)}); "
+                "rerun the original command with --resume, or choose another --out"
+            )
+        sha = stored.get("train_csv_sha256")
+        if sha and sha != file_sha256(config.train_csv):
+            raise InvalidRunError(f"{config.train_csv} changed since {run_dir} started (sha256 differs); cannot resume")
+    return ckpt.latest_pointer(run_dir) if config.resume else None
+
+
+def _prepare(config: TrainConfig, info: DistInfo, settings: DeviceSettings) -> Prepared:
+    """Read both tables, build the cache (rank 0 first), pick observations and policies, make the targets."""
+    from chexcft.labels import make_targets, needs_self_training, parse_policy
+
+    train_frame = tdata.read_split(config.train_csv, config.root)
+    valid_frame = tdata.read_split(config.valid_csv, config.root)
+    show = info.is_main and not config.quiet
+    cache_dir = config.resolved_cache_dir
+    if info.is_main:
+        tdata.open_cache(train_frame, valid_frame, cache_dir, config.image_size, None, show)
+    barrier(info)
+    cache = tdata.open_cache(train_frame, valid_frame, cache_dir, config.image_size, None, False)
+    train = tdata.attach_slots(train_frame, cache, config.train_csv)
+    valid = tdata.attach_slots(valid_frame, cache, config.valid_csv)
+    for name, split in (("training", train), ("validation", valid)):
+        if split.dropped:
+            log(f"[yellow]{split.dropped} {name} images could not be read and are left out[/]", enabled=info.is_main)
+    if config.observations:
+        observations = tdata.check_observations(config.observations)
+    else:
+        observations = tdata.default_observations(train.raw)
+    policies = parse_policy(config.policy, observations)
+    raw = train.raw[:, tdata.columns_of(observations)]
+    if needs_self_training(policies, observations):
+        from chexcft.training.selftrain import self_train_relabel
+
+        relabelled = self_train_relabel(config, info, settings, cache, train, observations, policies, raw)
+        targets = make_targets(relabelled, observations, policies, config.blank, config.seed, known_raw=raw)
+    else:
+        targets = make_targets(raw, observations, policies, config.blank, config.seed)
+    return Prepared(train, valid, cache, observations, policies, targets)
+
+
+def _config_record(config: TrainConfig, prepared: Prepared, model: Any, info: DistInfo, settings: DeviceSettings,
+                   steps_per_epoch: int) -> dict[str, Any]:
+    """config.json: every setting, the model spec, data hashes, environment."""
+    multiclass = list(prepared.targets.multiclass)
+    return {
+        "format_version": 1,
+        "kind": "chexcft-run",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings": config.to_dict(),
+        "arch": config.arch,
+        "init": config.init,
+        "image_size": config.image_size,
+        "observations": list(prepared.observations),
+        "multiclass": multiclass,
+        "policies": dict(prepared.policies),
+        "blank": config.blank,
+        "model": unwrap(model).spec(),
+        "train_csv": config.train_csv,
+        "valid_csv": config.valid_csv,
+        "root": config.root,
+        "train_csv_sha256": file_sha256(config.train_csv),
+        "valid_csv_sha256": file_sha256(config.valid_csv),
+        "n_train": len(prepared.train.frame),
+        "n_valid": len(prepared.valid.frame),
+        "n_train_unreadable": prepared.train.dropped,
+        "n_valid_unreadable": prepared.valid.dropped,
+        "cache_dir": str(config.resolved_cache_dir),
+        "optimizer": {"name": "Adam", "lr": config.lr, "betas": [0.9, 0.999], "weight_decay": config.weight_decay},
+        "scheduler": {"name": "cosine", "description": SCHEDULE, "steps_per_epoch": steps_per_epoch},
+        "loss": "masked binary cross-entropy (+ cross-entropy, ignore_index -100, for U-MultiClass), mean over counted entries",
+        "augmentation": "chexcft.augment.training_transform (random affine, gamma contrast, Gaussian noise), reseeded "
+        "from (seed, epoch, loader worker) at each epoch" if config.augment else "none",
+        "selection": "best epoch by mean validation AUC over the competition tasks present (else over all observations)",
+        "selftrain": SELFTRAIN_DIR if any(p == "U-SelfTrained" for p in prepared.policies.values()) else None,
+        "world_size": info.world_size,
+        "device": str(settings.device),
+        "mixed_precision": bool(settings.mixed_precision and settings.is_cuda),
+        "environment": environment_info(),
+    }
+
+
+def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, prepared: Prepared) -> None:
+    from chexcft.augment import eval_transform, training_transform
+    from chexcft.data.dataset import CachedXrayDataset, make_loader
+    from chexcft.models import HeadLayout, build_model
+
+    run_dir = config.run_dir
+    targets = prepared.targets
+    layout = HeadLayout(prepared.observations, targets.multiclass)
+    seed_everything(config.seed)
+    model = build_model(config.arch, layout, init=config.init, seed=config.seed)
+    model = model.to(settings.device)
+
+    base = CachedXrayDataset(prepared.cache, prepared.train.slots, targets.targets, targets.mask)
+    transform = training_transform(seed=config.seed, image_size=config.image_size) if config.augment else None
+    train_set = tdata.EpochAugmented(base, transform, config.seed)
+    sampler = EpochSampler(len(train_set), info, config.seed, config.batch_size)
+    loader = make_loader(train_set, config.batch_size, False, settings, config.workers, sampler=sampler, seed=config.seed)
+    class_targets = torch.from_numpy(targets.class_targets) if targets.multiclass else None
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ChexcftError(f"{config.train_csv}: too few readable images for one batch per process")
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.epochs * steps_per_epoch, eta_min=config.lr / 100
+    )
+    scaler = settings.grad_scaler()
+    state = ckpt.TrainState(epoch=0)
+    if config.resume and ckpt.latest_pointer(run_dir) is not None:
+        state = ckpt.load_checkpoint(run_dir, model, optimizer, scheduler, scaler)
+        log(f"resuming {run_dir} after epoch {state.epoch}", enabled=info.is_main)
+
+    if info.is_main and not (run_dir / CONFIG_FILE).is_file():
+        atomic_write_json(run_dir / CONFIG_FILE, _config_record(config, prepared, model, info, settings, steps_per_epoch))
+    rows = _previous_rows(run_dir, state.epoch)
+
+    ddp_model: torch.nn.Module = model
+    if info.distributed:
+        device_ids = [settings.device.index] if settings.is_cuda else None
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    valid_set = CachedXrayDataset(prepared.cache, prepared.valid.slots, transform=eval_transform())
+    valid_loader = make_loader(valid_set, config.batch_size, False, settings, 0, seed=config.seed) if info.is_main else None
+    valid_labels = prepared.valid.raw[:, tdata.columns_of(prepared.observations)]
+    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
+
+    for epoch in range(state.epoch, config.epochs):
+        sampler.set_epoch(epoch)
+        ddp_model.train()
+        progress = EpochProgress(steps_per_epoch, epoch + 1, config.epochs, show=info.is_main and not config.quiet)
+        loss_sum, n_steps = 0.0, 0
+        for step, batch in enumerate(loader):
+            images = settings.to(batch["image"])
+            class_batch = settings.to(class_targets[batch["index"]]) if class_targets is not None else None
+            with settings.autocast():
+                raw_out = ddp_model(images)
+            loss = masked_loss(raw_out, layout, settings.to(batch["target"]), settings.to(batch["mask"]), class_batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            value = float(loss.detach())
+            loss_sum += value
+            n_steps += 1
+            progress.step(value, len(images) * info.world_size)
+            if kill_at and epoch * steps_per_epoch + step + 1 == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        progress.close()
+        rate = progress.rate
+        if info.is_main:
+            assert valid_loader is not None
+            probs = predict_probabilities(model, valid_loader, settings, len(valid_set))
+            aucs = auc_per_observation(valid_labels, probs, prepared.observations)
+            task_mean, all_mean = selection_score(aucs)
+            score = task_mean if math.isfinite(task_mean) else all_mean
+            improved = is_better(score, state.best_score)
+            if improved:
+                state.best_score, state.best_epoch = score, epoch + 1
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(n_steps, 1),
+                "lr": scheduler.get_last_lr()[0],
+                "images_per_s": rate,
+                "mean_auc": task_mean,
+                "mean_auc_all": all_mean,
+                **{f"auc_{obs}": value for obs, value in aucs.items()},
+                "best": improved,
+            }
+            rows.append(row)
+            _write_epoch_outputs(run_dir, model, prepared, probs, rows, improved)
+            state.epoch = epoch + 1
+            state.finished = state.epoch == config.epochs
+            ckpt.save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
+            log(
+                f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  mean AUC {task_mean:.4f}  "
+                f"{rate:.1f} img/s" + ("  (best)" if improved else ""),
+                enabled=True,
+            )
+        else:
+            state.epoch = epoch + 1
+        barrier(info)
+
+
+def _previous_rows(run_dir: Path, epochs_done: int) -> list[dict[str, Any]]:
+    """metrics.csv rows of the epochs already checkpointed (a resumed run drops the epoch that was in progress)."""
+    path = run_dir / METRICS_FILE
+    if epochs_done == 0 or not path.is_file():
+        return []
+    frame = pd.read_csv(path)
+    return frame[frame["epoch"] <= epochs_done].to_dict("records")
+
+
+def _write_epoch_outputs(
+    run_dir: Path, model: Any, prepared: Prepared, probs: np.ndarray, rows: list[dict[str, Any]], improved: bool
+) -> None:
+    """Weights (last, and best when improved), valid_predictions.csv of the best epoch, metrics.csv; all atomic."""
+    from chexcft.runs import save_weights
+
+    weights = run_dir / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    save_weights(model, weights / "last.safetensors")
+    if improved:
+        save_weights(model, weights / "best.safetensors")
+        frame = pd.DataFrame(probs, columns=list(prepared.observations))
+        frame.insert(0, "Study", prepared.valid.frame["study"].to_numpy())
+        frame.insert(0, "Path", prepared.valid.frame["Path"].to_numpy())
+        atomic_write_csv(run_dir / PREDICTIONS_FILE, frame)
+    atomic_write_csv(run_dir / METRICS_FILE, pd.DataFrame(rows))
+
