@@ -1,0 +1,112 @@
+"""Ranking metrics for many candidate heads at once: ROC-AUC and average precision, ties as scikit-learn.
+
+Scores are laid out (k, n): one row per candidate head, one column per image.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+METRICS: tuple[str, ...] = ("auc", "ap")
+
+
+def _pairs_correct_twice(small: np.ndarray, large: np.ndarray) -> int:
+    """Twice the number of (small, large) pairs with small < large, ties counting one (i.e. one half)."""
+    sorted_large = np.sort(large)
+    queries = np.sort(small)  # sorted queries make the binary searches cache-friendly
+    right = np.searchsorted(sorted_large, queries, side="right")
+    above = np.maximum(right - 1, 0)
+    tied = (right > 0) & (sorted_large[above] == queries)
+    if not tied.any():
+        return int(2 * (large.size * small.size - right.sum(dtype=np.int64)))
+    left = np.searchsorted(sorted_large, queries, side="left")
+    return int(2 * large.size * small.size - right.sum(dtype=np.int64) - left.sum(dtype=np.int64))
+
+
+def _workers() -> int:
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+
+
+def auc_split(neg: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """ROC-AUC of every row, given negative-image scores (k, m0) and positive-image scores (k, m1); float64 (k,).
+
+    Exact Mann-Whitney count (SIMD sorts, then the smaller class is located in the larger one by binary
+    search; a tie counts one half, as in scikit-learn). Rows are spread over threads (numpy releases the GIL).
+    """
+    neg = np.atleast_2d(neg)
+    pos = np.atleast_2d(pos)
+    k, n_neg, n_pos = neg.shape[0], neg.shape[1], pos.shape[1]
+    if n_neg == 0 or n_pos == 0:
+        return np.full(k, np.nan)
+    if n_neg <= n_pos:
+        # pairs with neg < pos: query the negatives among the positives
+        def one(j: int) -> int:
+            return _pairs_correct_twice(neg[j], pos[j])
+    else:
+        # pairs with neg < pos = all pairs - pairs with pos < neg - ties
+        def one(j: int) -> int:
+            return 2 * n_neg * n_pos - _pairs_correct_twice(pos[j], neg[j])
+
+    workers = _workers()
+    if workers == 1 or k == 1 or (n_neg + n_pos) * k < 200_000:
+        twice = [one(j) for j in range(k)]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            twice = list(pool.map(one, range(k)))
+    return np.asarray(twice, dtype=np.float64) / (2.0 * n_neg * n_pos)
+
+
+def ap_rows(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Average precision of every row of scores (k, n) for binary y (n,); float64 (k,), ties as scikit-learn."""
+    scores_t = torch.from_numpy(np.ascontiguousarray(np.atleast_2d(scores)))
+    k, n = scores_t.shape
+    y_t = torch.from_numpy(np.asarray(y, dtype=bool))
+    n_pos = int(y_t.sum())
+    if n_pos == 0 or n_pos == n:
+        return np.full(k, np.nan)
+    values, order = torch.sort(scores_t, dim=1, descending=True)
+    hits = y_t[order].to(torch.float64)
+    tp = torch.cumsum(hits, dim=1)
+    # precision is read at the end of each group of tied scores (one threshold per distinct score)
+    last = torch.ones_like(values, dtype=torch.bool)
+    last[:, :-1] = values[:, 1:] != values[:, :-1]
+    positions = torch.arange(n, dtype=torch.int64).expand(k, n)
+    end = torch.where(last, positions, torch.full_like(positions, n))
+    group_end = torch.flip(torch.cummin(torch.flip(end, dims=[1]), dim=1).values, dims=[1])
+    precision_at_end = torch.gather(tp, 1, group_end) / (group_end + 1).to(torch.float64)
+    return ((hits * precision_at_end).sum(dim=1) / n_pos).numpy()
+
+
+def metric_rows(metric: str, scores: np.ndarray, n_neg: int) -> np.ndarray:
+    """`metric` of every row of scores (k, n) whose first n_neg columns are negatives, the rest positives."""
+    if metric == "auc":
+        return auc_split(scores[:, :n_neg], scores[:, n_neg:])
+    if metric == "ap":
+        y = np.zeros(scores.shape[1], dtype=bool)
+        y[n_neg:] = True
+        return ap_rows(scores, y)
+    raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+
+
+def _check(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.atleast_2d(np.asarray(scores))
+    y = np.asarray(y)
+    if y.ndim != 1 or scores.shape[1] != y.shape[0]:
+        raise ValueError(f"scores {scores.shape} and labels {y.shape} do not match: expected (k, n) and (n,)")
+    return scores, y.astype(bool)
+
+
+def population_auc(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ROC-AUC of each of k candidates, scores (k, n), binary y (n,) -> (k,), equal to sklearn's roc_auc_score."""
+    scores, y = _check(scores, y)
+    return auc_split(scores[:, ~y], scores[:, y])
+
+
+def population_ap(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Average precision of each of k candidates, scores (k, n), binary y (n,) -> (k,), as sklearn's."""
+    scores, y = _check(scores, y)
+    return ap_rows(scores, y)

@@ -1,0 +1,72 @@
+"""One category's fine-tuning problem: its known rows (negatives first), the selection rule and the result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from chexcft.cft.metrics import metric_rows
+
+# Called whenever the kept head improves: (seconds since the category started, weight (d,), bias).
+Progress = Callable[[float, np.ndarray, float], None]
+
+
+@dataclass
+class CategoryProblem:
+    """Known training and validation rows of one category, each block ordered negatives first."""
+
+    z_train: torch.Tensor  # (n, d) float32
+    n_neg_train: int
+    z_valid: torch.Tensor  # (m, d) float32
+    n_neg_valid: int
+    metric: str = "auc"
+    started: float = field(default_factory=time.perf_counter)
+    progress: Progress | None = None
+    _callback_seconds: float = 0.0
+
+    @property
+    def y_train(self) -> torch.Tensor:
+        """Training targets (n,) float32: zeros then ones."""
+        y = torch.ones(self.z_train.shape[0], dtype=torch.float32)
+        y[: self.n_neg_train] = 0.0
+        return y
+
+    def train_metric(self, weights: torch.Tensor, biases: torch.Tensor) -> np.ndarray:
+        """Training metric of k heads, weights (k, d), biases (k,): one matrix product, one ranking pass."""
+        scores = torch.addmm(biases[:, None], weights, self.z_train.T)
+        return metric_rows(self.metric, scores.numpy(), self.n_neg_train)
+
+    def valid_metric(self, weight: torch.Tensor, bias: float | torch.Tensor) -> float:
+        """Validation metric of one head."""
+        scores = (self.z_valid @ weight + bias)[None, :]
+        return float(metric_rows(self.metric, scores.numpy(), self.n_neg_valid)[0])
+
+    def elapsed(self) -> float:
+        """Seconds since the category started, not counting time spent in progress callbacks."""
+        return time.perf_counter() - self.started - self._callback_seconds
+
+    def report_progress(self, weight: np.ndarray, bias: float, offset: float = 0.0) -> None:
+        """Tell the progress callback (if any) that the kept head is now (weight, bias)."""
+        if self.progress is None:
+            return
+        now = self.elapsed()
+        tic = time.perf_counter()
+        self.progress(now + offset, np.array(weight, dtype=np.float32, copy=True), float(bias))
+        self._callback_seconds += time.perf_counter() - tic
+
+
+@dataclass
+class FitResult:
+    """What one optimiser did on one category."""
+
+    weight: np.ndarray  # (d,) float32, the original row when nothing beat it
+    bias: float
+    valid_before: float
+    valid_after: float
+    steps: int
+    improved: bool
+    seconds: float

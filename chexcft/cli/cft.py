@@ -1,0 +1,68 @@
+"""`chexcft cft`: Category-wise Fine-Tuning of a run (or of every member of an ensemble)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from chexcft.cli import app, console
+
+
+@app.command("cft")
+def cft_command(
+    run: Path | None = typer.Option(None, "--run", help="Run directory to fine-tune."),
+    ensemble: Path | None = typer.Option(None, "--ensemble", help="Ensemble directory: fine-tune every member."),
+    train_csv: Path = typer.Option(..., "--train-csv", help="Training CSV (known labels are fitted)."),
+    valid_csv: Path = typer.Option(..., "--valid-csv", help="Validation CSV (selects heads, fits calibration)."),
+    test_csv: Path | None = typer.Option(None, "--test-csv", help="Held-out CSV, never used for fitting or selection."),
+    root: Path | None = typer.Option(None, "--root", help="Folder the CSVs' paths are relative to (default: inferred)."),
+    method: str = typer.Option("both", "--method", help="bp, ga or both (keeps the better per category)."),
+    optimizer: str = typer.Option("TwoPointsDE", "--optimizer", help="Nevergrad optimizer for GA (e.g. TwoPointsDE, RecES)."),
+    known: str = typer.Option("explicit", "--known", help="explicit (1/0 only) or explicit+blank (blanks as negatives)."),
+    metric: str = typer.Option("auc", "--metric", help="auc or ap (selection and GA fitness)."),
+    loss: str = typer.Option("bce", "--loss", help="BP loss: bce or asl."),
+    max_steps: int = typer.Option(5000, "--max-steps", min=1),
+    patience: int = typer.Option(300, "--patience", min=1),
+    lr: float = typer.Option(1e-4, "--lr"),
+    population: int = typer.Option(50, "--population", min=2),
+    seed: int = typer.Option(0, "--seed"),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Preprocessing cache (default: the run's)."),
+    device: str = typer.Option("auto", "--device", help="Device for feature extraction: auto, cpu, cuda[:N]."),
+) -> None:
+    """Re-fit each category's head row on its known labels (BP and/or GA), calibrate, report before/after."""
+    from rich.table import Table
+
+    from chexcft.cft.finetuner import CategoryWiseFineTuner
+    from chexcft.cft.pipeline import run_cft
+    from chexcft.device import resolve_device
+    from chexcft.ensemble import load_ensemble
+    from chexcft.errors import ChexcftError
+    from chexcft.fileio import read_json
+
+    if (run is None) == (ensemble is None):
+        raise ChexcftError("give exactly one of --run RUN_DIR or --ensemble DIR")
+    members = [run] if run is not None else load_ensemble(ensemble)
+    settings = resolve_device(device)
+    for member in members:
+        tuner = CategoryWiseFineTuner(method=method, optimizer=optimizer, metric=metric, loss=loss, max_steps=max_steps,
+                                      patience=patience, lr=lr, population=population, seed=seed)
+        out = run_cft(member, train_csv, valid_csv, root, test_csv, method=method, optimizer=optimizer, known=known,
+                      tuner=tuner, cache_dir=cache_dir, seed=seed, settings=settings)
+        summary = read_json(out / "report.json")
+        split = "test" if summary["held_out"] else "valid"
+        table = Table("observation", "kept", f"{split} AUC before", f"{split} AUC after", "gain 95% CI", title=str(member))
+        for row in summary["categories"]:
+            def fmt(value):
+                return "-" if value is None else f"{value:.3f}"
+            ci = (row.get(f"{split}_gain_ci_low"), row.get(f"{split}_gain_ci_high"))
+            table.add_row(row["observation"], row["method_kept"], fmt(row.get(f"{split}_auc_before")),
+                          fmt(row.get(f"{split}_auc_after")), f"[{fmt(ci[0])}, {fmt(ci[1])}]")
+        console.print(table)
+        block = summary["test"] if summary["held_out"] else summary["validation"]
+        before, after, ci = block["mean_auc_before"], block["mean_auc_after"], block["mean_gain_ci"]
+        console.print(f"mean {split} AUC {before:.4f} -> {after:.4f} (gain 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}])"
+                      if None not in (before, after, *ci) else f"mean {split} AUC: undefined")
+        if not summary["held_out"]:
+            console.print(f"[yellow]{summary['note']}[/]")
+        console.print(f"wrote {out}")

@@ -1,0 +1,186 @@
+"""CategoryWiseFineTuner on a synthetic problem with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from chexcft.cft import CategoryWiseFineTuner
+from chexcft.cft import synthetic
+from chexcft.errors import ChexcftError
+
+C, D = 3, 16
+NAMES = ("A", "B", "C")
+
+
+def _raw_labels(n: int, seed: int) -> np.ndarray:
+    """Report labels with many uncertain mentions: positive, negative, uncertain, blank."""
+    rng = np.random.default_rng(seed)
+    return rng.choice(np.array([1.0, 0.0, -1.0, np.nan], dtype=np.float32), size=(n, C), p=[0.2, 0.35, 0.3, 0.15])
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """Train (report labels), valid and test (true labels), and a head trained on U-Ones pseudo-labels."""
+    model = synthetic.make_model(C, D, seed=1, signal=2.5, look_strength=1.5)
+    train = synthetic.make_features(_raw_labels(2500, 2), model, seed=3)
+    valid = synthetic.make_features(_raw_labels(600, 4), model, seed=5)
+    test = synthetic.make_features(_raw_labels(3000, 6), model, seed=7)
+    W, b = synthetic.fit_head(train.features, synthetic.u_ones(train.raw))
+    return model, train, valid, test, W, b
+
+
+@pytest.fixture(scope="module")
+def fitted(problem) -> dict[str, CategoryWiseFineTuner]:
+    """One fit per method, shared by the tests that only read results."""
+    _, train, valid, _, W, b = problem
+    return {method: _fit(method, W, b, train, valid, **({"max_steps": 60} if method == "both" else {})) for method in ("bp", "ga", "both")}
+
+
+def _heldout_auc(W: np.ndarray, b: np.ndarray, test) -> np.ndarray:
+    logits = test.features @ W.T + b
+    return np.array([roc_auc_score(test.latent[:, c], logits[:, c]) for c in range(C)])
+
+
+def _fit(method: str, W, b, train, valid, **kwargs) -> CategoryWiseFineTuner:
+    params = dict(method=method, max_steps=150, patience=25, lr=1e-2, population=20, seed=0, observations=NAMES)
+    params.update(kwargs)
+    return CategoryWiseFineTuner(**params).fit(
+        W, b, train.features, synthetic.known_labels(train.raw), valid.features, valid.latent
+    )
+
+
+@pytest.mark.parametrize("method", ["bp", "ga"])
+def test_cft_raises_heldout_auc_for_every_category(problem, fitted, method: str) -> None:
+    _, train, valid, test, W, b = problem
+    before = _heldout_auc(W, b, test)
+    ft = fitted[method]
+    after = _heldout_auc(ft.weight_, ft.bias_, test)
+    assert (after > before + 0.005).all(), (before, after)
+    report = ft.report_
+    assert list(report["observation"]) == list(NAMES)
+    assert (report["method_kept"] == method).all()
+    assert (report["valid_after"] > report["valid_before"]).all()
+    assert (report[f"steps_{method}"] > 0).all()
+
+
+def test_ga_with_evolution_strategy_family_also_improves(problem) -> None:
+    _, train, valid, test, W, b = problem
+    before = _heldout_auc(W, b, test)
+    ft = _fit("ga", W, b, train, valid, optimizer="RecMixES", max_steps=40)
+    after = _heldout_auc(ft.weight_, ft.bias_, test)
+    assert (after > before).all(), (before, after)
+
+
+def test_ga_writes_the_optimised_bias(problem, fitted) -> None:
+    _, train, valid, _, W, b = problem
+    ft = fitted["ga"]
+    changed = ft.report_["method_kept"] == "ga"
+    assert changed.all()
+    # the bias is a coordinate of the search: it moves with the kept candidate and is written to bias_
+    assert not np.allclose(ft.bias_, b)
+    np.testing.assert_allclose(ft.report_["bias_after"], ft.bias_, rtol=1e-6)
+    # the written (weight, bias) is the selected head: recomputing its validation AUC gives the report's
+    logits = valid.features @ ft.weight_.T + ft.bias_
+    recomputed = [roc_auc_score(valid.latent[:, c], logits[:, c]) for c in range(C)]
+    np.testing.assert_allclose(recomputed, ft.report_["valid_after"], atol=1e-6)
+
+
+def test_both_keeps_the_better_method_per_category(fitted) -> None:
+    report = fitted["both"].report_
+    best = np.maximum(report["valid_bp"], report["valid_ga"])
+    np.testing.assert_allclose(report["valid_after"], best)
+    for _, row in report.iterrows():
+        assert row["method_kept"] == ("bp" if row["valid_bp"] >= row["valid_ga"] else "ga")
+
+
+def test_original_row_kept_when_already_optimal() -> None:
+    """A head fitted on clean labels that already ranks validation perfectly cannot be beaten: kept exactly."""
+    rng = np.random.default_rng(0)
+    y_train = (rng.random((400, 2)) < 0.5).astype(np.float32)
+    y_valid = (rng.random((80, 2)) < 0.5).astype(np.float32)
+    shift = np.zeros((2, D), np.float32)
+    shift[0, 0], shift[1, 1] = 6.0, 6.0
+    z_train = rng.standard_normal((400, D)).astype(np.float32) + y_train @ shift
+    z_valid = rng.standard_normal((80, D)).astype(np.float32) + y_valid @ shift
+    heads = [LogisticRegression(C=1e4, max_iter=2000).fit(z_train, y_train[:, c]) for c in range(2)]
+    W = np.stack([h.coef_[0] for h in heads]).astype(np.float32)
+    b = np.array([h.intercept_[0] for h in heads], dtype=np.float32)
+    ft = CategoryWiseFineTuner(method="both", max_steps=40, patience=10, lr=1e-2, population=10).fit(
+        W, b, z_train, y_train, z_valid, y_valid
+    )
+    assert (ft.report_["valid_before"] == 1.0).all()
+    np.testing.assert_array_equal(ft.weight_, W)
+    np.testing.assert_array_equal(ft.bias_, b)
+    assert (ft.report_["method_kept"] == "original").all()
+
+
+def test_categories_without_both_classes_are_left_unchanged(problem) -> None:
+    _, train, valid, _, W, b = problem
+    y_train = synthetic.known_labels(train.raw)
+    y_train[:, 1] = np.where(y_train[:, 1] == 0, np.nan, y_train[:, 1])  # no known negative for B
+    y_valid = valid.latent.copy()
+    y_valid[:, 2] = 0.0  # no positive for C in validation
+    ft = CategoryWiseFineTuner(method="bp", max_steps=20, patience=5, lr=1e-2, observations=NAMES).fit(
+        W, b, train.features, y_train, valid.features, y_valid
+    )
+    report = ft.report_.set_index("observation")
+    assert report.loc["B", "status"] == "unchanged: train has no negative"
+    assert report.loc["C", "status"] == "unchanged: valid has no positive"
+    np.testing.assert_array_equal(ft.weight_[1:], W[1:])
+    np.testing.assert_array_equal(ft.bias_[1:], b[1:])
+
+
+def test_progress_callback_reports_improving_heads(problem) -> None:
+    _, train, valid, _, W, b = problem
+    seen: list[tuple[str, float]] = []
+    CategoryWiseFineTuner(method="bp", max_steps=30, patience=10, lr=1e-2, observations=NAMES).fit(
+        W, b, train.features, synthetic.known_labels(train.raw), valid.features, valid.latent,
+        progress=lambda name, seconds, weight, bias: seen.append((name, seconds)),
+    )
+    assert {name for name, _ in seen} == set(NAMES)
+    assert len(seen) > len(NAMES)  # the original head plus at least one improvement each
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"method": "sgd"}, "unknown CFT method"), ({"optimizer": "NoSuchOpt"}, "unknown Nevergrad optimizer"), ({"metric": "f1"}, "unknown CFT metric")],
+)
+def test_bad_parameters_raise(problem, kwargs, message) -> None:
+    _, train, valid, _, W, b = problem
+    with pytest.raises(ChexcftError, match=message):
+        CategoryWiseFineTuner(**kwargs).fit(W, b, train.features, train.raw, valid.features, valid.latent)
+
+
+def test_shape_mismatch_names_the_array(problem) -> None:
+    _, train, valid, _, W, b = problem
+    with pytest.raises(ChexcftError, match="Z_valid"):
+        CategoryWiseFineTuner().fit(W, b, train.features, train.raw, valid.features[:, :5], valid.latent)
+
+
+def test_average_precision_metric_selects_on_ap(problem) -> None:
+    from sklearn.metrics import average_precision_score
+
+    _, train, valid, _, W, b = problem
+    ft = _fit("both", W, b, train, valid, metric="ap", max_steps=20, patience=5, population=10)
+    report = ft.report_
+    assert (report["valid_after"] >= report["valid_before"]).all()
+    logits = valid.features @ ft.weight_.T + ft.bias_
+    ap = [average_precision_score(valid.latent[:, c], logits[:, c]) for c in range(C)]
+    np.testing.assert_allclose(ap, report["valid_after"], atol=1e-6)
+
+
+def test_asl_loss_runs_and_improves_validation(problem) -> None:
+    _, train, valid, _, W, b = problem
+    ft = _fit("bp", W, b, train, valid, loss="asl", max_steps=40, patience=10)
+    assert (ft.report_["valid_after"] > ft.report_["valid_before"]).all()
+
+
+def test_ga_is_reproducible_with_a_seed(problem) -> None:
+    _, train, valid, _, W, b = problem
+    runs = [_fit("ga", W, b, train, valid, max_steps=8, population=10, seed=seed) for seed in (3, 3, 4)]
+    np.testing.assert_array_equal(runs[0].weight_, runs[1].weight_)
+    np.testing.assert_array_equal(runs[0].bias_, runs[1].bias_)
+    assert not np.array_equal(runs[0].weight_, runs[2].weight_)
