@@ -184,3 +184,38 @@ def test_ga_is_reproducible_with_a_seed(problem) -> None:
     np.testing.assert_array_equal(runs[0].weight_, runs[1].weight_)
     np.testing.assert_array_equal(runs[0].bias_, runs[1].bias_)
     assert not np.array_equal(runs[0].weight_, runs[2].weight_)
+
+
+def test_gain_on_a_tiny_validation_split_must_be_significant_to_be_kept(problem) -> None:
+    """With 12 validation rows a validation gain is mostly noise: the gate keeps the trained rows."""
+    _, train, valid, _, W, b = problem
+    tiny = slice(0, 12)
+    gated = CategoryWiseFineTuner(method="bp", max_steps=150, patience=25, lr=1e-2, seed=0, observations=NAMES).fit(
+        W, b, train.features, synthetic.known_labels(train.raw), valid.features[tiny], valid.latent[tiny]
+    )
+    ungated = CategoryWiseFineTuner(
+        method="bp", max_steps=150, patience=25, lr=1e-2, seed=0, observations=NAMES, selection_alpha=None
+    ).fit(W, b, train.features, synthetic.known_labels(train.raw), valid.features[tiny], valid.latent[tiny])
+    report = gated.report_.set_index("observation")
+    improved = ungated.report_.set_index("observation")["method_kept"] != "original"
+    assert improved.any(), "the ungated fit should keep some validation gain on this problem"
+    for name in improved[improved].index:
+        row = report.loc[name]
+        assert row["valid_gain_p"] > 0.05
+        assert row["method_kept"] == "original"
+        assert "not significant" in row["status"]
+        c = NAMES.index(name)
+        np.testing.assert_array_equal(gated.weight_[c], W[c])
+        assert gated.bias_[c] == b[c]
+
+
+def test_significant_gains_pass_the_gate(fitted) -> None:
+    report = fitted["bp"].report_
+    kept = report[report["method_kept"] != "original"]
+    assert len(kept) == C
+    assert (kept["valid_gain_p"] <= 0.05).all()
+
+
+def test_selection_alpha_is_validated() -> None:
+    with pytest.raises(ChexcftError, match="selection_alpha"):
+        CategoryWiseFineTuner(selection_alpha=0.0)._check_params()

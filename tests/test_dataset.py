@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from chexcft.augment import eval_transform, training_transform
+from chexcft.augment import eval_transform, takes_uint8, training_transform
 from chexcft.data.cache import ImageCache, build_cache
 from chexcft.data.dataset import CachedXrayDataset, make_loader
 from chexcft.device import resolve_device
@@ -141,3 +141,37 @@ def test_fast_augmentation_stays_small() -> None:
     diffs = np.stack([noise_only(image.clone()).numpy() - image.numpy() for _ in range(20)])
     assert 0 < diffs.std() < 0.03 and abs(diffs.mean()) < 0.005
     assert not np.allclose(diffs[0], diffs[1])
+
+
+@pytest.mark.parametrize("prob", [0.5, 1.0])
+def test_fast_pipeline_gives_the_same_images_from_uint8_as_from_floats(prob: float) -> None:
+    """The dataset hands the cache's uint8 pixels to the fast pipeline; they must come out as the float path's."""
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, size=(1, SIZE, SIZE), dtype=np.uint8)
+    pixels[:, :, :5] = 0  # letterbox padding
+    pixels.setflags(write=False)  # like the memory-mapped cache
+    floats = torch.from_numpy(pixels / np.float32(255.0)).float()
+    from_uint8 = training_transform(seed=9, image_size=SIZE, prob=prob)
+    from_float = training_transform(seed=9, image_size=SIZE, prob=prob)
+    before = floats.clone()
+    for _ in range(8):
+        a, b = from_uint8(pixels), from_float(floats)
+        assert torch.equal(floats, before)  # the caller's image is never written to
+        assert type(a) is torch.Tensor and a.dtype == torch.float32 and a.shape == (1, SIZE, SIZE)
+        assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)  # gamma: lookup table vs cv2.pow
+    np.testing.assert_allclose(eval_transform()(pixels).numpy(), floats.numpy(), atol=1e-7)
+
+
+def test_only_pipelines_that_take_uint8_get_it(cache) -> None:
+    image_cache, paths = cache
+    slots = image_cache.rows_for(paths)
+    assert takes_uint8(training_transform(seed=0)) and takes_uint8(eval_transform())
+    assert not takes_uint8(training_transform(seed=0, backend="monai")) and not takes_uint8(None)
+    for backend in ("fast", "monai"):
+        transform = training_transform(seed=4, image_size=SIZE, prob=1.0, backend=backend)
+        dataset = CachedXrayDataset(image_cache, slots, transform=transform)
+        expected = training_transform(seed=4, image_size=SIZE, prob=1.0, backend=backend)
+        for i in range(3):
+            image = torch.from_numpy(image_cache.image(slots[i]) / np.float32(255.0)).float()[None]
+            np.testing.assert_allclose(dataset[i]["image"].numpy(), np.asarray(expected(image)), atol=1e-4)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from chexcft.augment import reseed
+from chexcft.augment import reseed, takes_uint8
 from chexcft.data.cache import ImageCache
 from chexcft.device import DeviceSettings
 from chexcft.errors import InvalidDatasetError
@@ -63,10 +63,13 @@ class CachedXrayDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Item i: the cached image scaled to [0, 1] (then transformed), its target, mask and position i."""
-        pixels = np.asarray(self.cache.data[self.slots[i]])
-        image: Any = torch.from_numpy(np.multiply(pixels, np.float32(1.0 / 255.0), dtype=np.float32))[None]
-        if self.transform is not None:
-            image = self.transform(image)
+        pixels = np.asarray(self.cache.data[self.slots[i]])[None]
+        if takes_uint8(self.transform):  # the transform scales the uint8 pixels itself, once, where it is cheapest
+            image: Any = self.transform(pixels)
+        else:
+            image = torch.from_numpy(np.multiply(pixels, np.float32(1.0 / 255.0), dtype=np.float32))
+            if self.transform is not None:
+                image = self.transform(image)
         image = torch.as_tensor(image, dtype=torch.float32)
         if type(image) is not torch.Tensor:
             image = image.as_subclass(torch.Tensor)  # a MONAI MetaTensor becomes a plain tensor

@@ -85,16 +85,16 @@ def epoch_seed(seed: int, epoch: int, worker: int) -> int:
 
 
 class EpochAugmented(Dataset):
-    """Wraps a dataset; keys are (epoch, index) pairs and the augmentation is reseeded at each new epoch.
+    """Wraps a dataset whose `transform` augments; keys are (epoch, index) pairs and the transform is reseeded per epoch.
 
     The seed comes from (seed, epoch, loader worker), so an epoch's augmentations depend only on those: a resumed
     run replays its epochs exactly (with the same number of workers). Reseeding per epoch rather than per item
-    keeps the fast backend's noise field drawn once per epoch and worker.
+    keeps the fast backend's noise field drawn once per epoch and worker. The base dataset applies the transform
+    itself, so the fast backend works on the cache's uint8 pixels.
     """
 
-    def __init__(self, base: Dataset, transform: Any, seed: int) -> None:
+    def __init__(self, base: Dataset, seed: int) -> None:
         self.base = base
-        self.transform = transform
         self.seed = seed
         self._seeded_epoch: int | None = None
 
@@ -103,15 +103,11 @@ class EpochAugmented(Dataset):
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
+        transform = getattr(self.base, "transform", None)
+        if epoch != self._seeded_epoch and hasattr(transform, "set_random_state"):
+            worker = torch.utils.data.get_worker_info()
+            transform.set_random_state(seed=epoch_seed(self.seed, epoch, worker.id if worker is not None else 0))
+            self._seeded_epoch = epoch
         item = dict(self.base[index])
-        if self.transform is not None:
-            if epoch != self._seeded_epoch and hasattr(self.transform, "set_random_state"):
-                worker = torch.utils.data.get_worker_info()
-                seed = epoch_seed(self.seed, epoch, worker.id if worker is not None else 0)
-                self.transform.set_random_state(seed=seed)
-                self._seeded_epoch = epoch
-            image = self.transform(item["image"])
-            if hasattr(image, "as_tensor"):
-                image = image.as_tensor()
-            item["image"] = torch.as_tensor(image, dtype=torch.float32).clamp_(0.0, 1.0)
+        item["image"] = item["image"].clamp_(0.0, 1.0)
         return item

@@ -196,9 +196,9 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
     model = build_model(config.arch, layout, init=config.init, seed=config.seed)
     model = model.to(settings.device)
 
-    base = CachedXrayDataset(prepared.cache, prepared.train.slots, targets.targets, targets.mask)
     transform = training_transform(seed=config.seed, image_size=config.image_size) if config.augment else None
-    train_set = tdata.EpochAugmented(base, transform, config.seed)
+    base = CachedXrayDataset(prepared.cache, prepared.train.slots, targets.targets, targets.mask, transform=transform)
+    train_set = tdata.EpochAugmented(base, config.seed)
     sampler = EpochSampler(len(train_set), info, config.seed, config.batch_size)
     loader = make_loader(train_set, config.batch_size, False, settings, config.workers, sampler=sampler, seed=config.seed)
     class_targets = torch.from_numpy(targets.class_targets) if targets.multiclass else None
