@@ -69,3 +69,10 @@ def test_cli_mismatched_studies_fail_with_a_listing(tmp_path: Path) -> None:
     )
     assert process.returncode == 2
     assert "studies missing from short 3:" in process.stderr
+
+
+def test_cli_help_names_every_ensemble() -> None:
+    from chexcft.evaluation.ensembles import ENSEMBLES
+    from chexcft.cli import evaluate as evaluate_cli
+
+    assert evaluate_cli._ENSEMBLE_NAMES.split(",") == list(ENSEMBLES)

@@ -10,9 +10,10 @@ import typer
 from chexcft.cli import app, console
 from chexcft.errors import ChexcftError
 from chexcft.evaluation.aggregate import AGGREGATIONS, load_groundtruth, load_predictions, row_name
-from chexcft.evaluation.ensembles import ENSEMBLES
-from chexcft.evaluation.report import evaluate_table, render_comparisons, render_table, score_table
 from chexcft.fileio import atomic_write_json
+
+# Spelled out here so that importing the CLI does not import Nevergrad (chexcft.evaluation.ensembles.ENSEMBLES).
+_ENSEMBLE_NAMES = "mean,rank,weighted"
 
 
 @app.command("evaluate")
@@ -23,7 +24,7 @@ def evaluate_command(
                                            help="Prediction CSV(s); more files may follow the first."),
     more: Optional[list[Path]] = typer.Argument(None, exists=True, dir_okay=False, show_default=False,
                                                 help="Further prediction CSVs."),
-    ensemble: str = typer.Option("", "--ensemble", help=f"Comma-separated ensembles: {','.join(ENSEMBLES)}."),
+    ensemble: str = typer.Option("", "--ensemble", help=f"Comma-separated ensembles: {_ENSEMBLE_NAMES}."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap replicates (0: no intervals)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the weighted ensemble's folds."),
     folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds of the weighted ensemble."),
@@ -35,6 +36,8 @@ def evaluate_command(
     rule: str = typer.Option("scorer", "--radiologist-rule", help="scorer (official counting) or interpolated."),
 ) -> None:
     """Evaluate prediction files (and their ensembles) against a ground-truth CSV."""
+    from chexcft.evaluation.report import evaluate_table, render_comparisons, render_table, score_table
+
     if views not in AGGREGATIONS:
         raise ChexcftError(f"--views must be one of {', '.join(AGGREGATIONS)}, got {views!r}")
     ensembles = [e.strip() for e in ensemble.split(",") if e.strip()]
