@@ -133,6 +133,31 @@ def test_cli_cft_and_errors(tiny_run) -> None:
     result = runner.invoke(app, [*args, "--known", "everything"])
     assert result.exit_code != 0
     assert "unknown --known" in str(result.exception) + result.output
+    result = runner.invoke(app, [*args, "--selection-alpha", "0"])
+    assert result.exit_code != 0, "a significance level of 0 is refused"
+
+
+def test_cli_selection_alpha_reaches_the_estimator(tiny_run, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from chexcft.cft import pipeline
+    from chexcft.cli import app
+
+    seen = []
+    real_run_cft = pipeline.run_cft
+
+    def spy(*args, tuner=None, **kwargs):
+        seen.append(tuner.selection_alpha)
+        return real_run_cft(*args, tuner=tuner, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_cft", spy)
+    run, csvs, root, _ = tiny_run
+    base = ["cft", "--run", str(run), "--train-csv", str(csvs["train"]), "--valid-csv", str(csvs["valid"]),
+            "--root", str(root), "--method", "bp", "--max-steps", "3", "--patience", "2", "--device", "cpu"]
+    for alpha in ("0.2", "1"):
+        result = CliRunner().invoke(app, [*base, "--selection-alpha", alpha])
+        assert result.exit_code == 0, result.output
+    assert seen == [0.2, None]
 
 
 def test_ensemble_mode_fine_tunes_every_member(tiny_run, tmp_path) -> None:

@@ -27,6 +27,11 @@ def cft_command(
     lr: float = typer.Option(1e-4, "--lr"),
     population: int = typer.Option(50, "--population", min=2),
     seed: int = typer.Option(0, "--seed"),
+    selection_alpha: float = typer.Option(
+        0.05, "--selection-alpha", min=0.0, max=1.0,
+        help="Keep a fine-tuned row only if its validation AUC gain is significant at this level "
+        "(one-sided paired DeLong); 1 keeps any gain, as the authors' code does.",
+    ),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Preprocessing cache (default: the run's)."),
     device: str = typer.Option("auto", "--device", help="Device for feature extraction: auto, cpu, cuda[:N]."),
 ) -> None:
@@ -46,7 +51,8 @@ def cft_command(
     settings = resolve_device(device)
     for member in members:
         tuner = CategoryWiseFineTuner(method=method, optimizer=optimizer, metric=metric, loss=loss, max_steps=max_steps,
-                                      patience=patience, lr=lr, population=population, seed=seed)
+                                      patience=patience, lr=lr, population=population, seed=seed,
+                                      selection_alpha=None if selection_alpha >= 1.0 else selection_alpha)
         out = run_cft(member, train_csv, valid_csv, root, test_csv, method=method, optimizer=optimizer, known=known,
                       tuner=tuner, cache_dir=cache_dir, seed=seed, settings=settings)
         summary = read_json(out / "report.json")
