@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from chexcft.cft import CategoryWiseFineTuner  # noqa: E402
 from chexcft.cft import synthetic  # noqa: E402
+from chexcft.provenance import cpu_model  # noqa: E402
 from chexcft.schema import OBSERVATIONS  # noqa: E402
 from tests.builders import real_chexpert_label_rows  # noqa: E402
 
@@ -47,16 +48,6 @@ def peak_rss_gb() -> float:
     """Peak resident set size of this process so far, in GB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_data(rows: int, dim: int, valid_rows: int, test_rows: int, seed: int):
@@ -206,7 +197,6 @@ def main() -> None:
     table_a = report[["observation", "n_train_pos", "n_train_neg", "steps_bp", "steps_ga", "seconds_bp", "seconds_ga",
                       "seconds", "cpu_seconds", "method_kept", "valid_before", "valid_after", "test_before", "test_after"]]
     print(table_a.round(4).to_string(index=False))
-    fitted = report["status"] != report["status"].where(report["status"].str.startswith("unchanged"))
     print(f"(a) BP total {report['seconds_bp'].sum():.1f} s, GA total {report['seconds_ga'].sum():.1f} s, "
           f"method=both total {seconds_both:.1f} s wall, {cpu_seconds['both']:.1f} s CPU (gathers included); "
           f"peak RSS {peak_a:.2f} GB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

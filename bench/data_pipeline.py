@@ -40,6 +40,7 @@ from chexcft.augment import eval_transform, training_transform  # noqa: E402
 from chexcft.data.cache import ImageCache, build_cache, default_workers  # noqa: E402
 from chexcft.data.dataset import CachedXrayDataset, make_loader  # noqa: E402
 from chexcft.device import resolve_device  # noqa: E402
+from chexcft.provenance import cpu_model  # noqa: E402
 from tests.builders import make_chexpert_tree  # noqa: E402
 
 BATCH = 16
@@ -98,14 +99,7 @@ def time_loaders(makers: list[Callable[[int], DataLoader]], workers: int, repeat
 
 def machine() -> dict[str, str]:
     """CPU model, cores, torch version: the header of bench/RESULTS.md."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return {
         "cpu": model,
         "cores": str(default_workers()),

@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 from chexcft.device import inference_mode, resolve_device  # noqa: E402
 from chexcft.models import HeadLayout, build_model  # noqa: E402
+from chexcft.provenance import cpu_model  # noqa: E402
 from chexcft.runs import save_weights, write_config  # noqa: E402
 from chexcft.schema import OBSERVATIONS  # noqa: E402
 from tests.builders import make_chexpert_tree  # noqa: E402
@@ -90,16 +91,6 @@ def percent(value: float) -> str:
     """A share in percent with enough digits to be read when it is small."""
     return f"{100 * value:.0f}%" if value >= 0.1 else f"{100 * value:.2g}%"
 
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

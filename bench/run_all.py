@@ -44,14 +44,10 @@ def machine() -> list[str]:
     """Markdown lines describing the machine: CPU model, cores, memory, torch and Python versions."""
     import torch
 
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    sys.path.insert(0, str(REPO))
+    from chexcft.provenance import cpu_model
+
+    cpu = cpu_model()
     memory = ""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

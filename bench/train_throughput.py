@@ -31,6 +31,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from chexcft.models import HeadLayout, build_model  # noqa: E402
+from chexcft.provenance import cpu_model  # noqa: E402
 from chexcft.train import TrainConfig, train  # noqa: E402
 
 TARGET = 0.9
@@ -38,14 +39,7 @@ TARGET = 0.9
 
 def machine() -> dict[str, str]:
     """CPU model, usable cores, torch version."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from chexcft.errors import InvalidRunError
 from chexcft.fileio import atomic_write_json, read_json
@@ -123,6 +124,25 @@ def expected_calibration_error(probabilities: np.ndarray, y: np.ndarray, bins: i
     index = np.minimum((p * bins).astype(int), bins - 1)
     gap = np.abs(np.bincount(index, weights=p, minlength=bins) - np.bincount(index, weights=y, minlength=bins))
     return float(gap.sum() / p.size)
+
+
+def known_pairs(probabilities: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (probability, label) pairs whose label is 0 or 1 and whose probability is finite, as float64."""
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    keep = np.isin(y, (0.0, 1.0)) & np.isfinite(p)
+    return p[keep], y[keep]
+
+
+def reliability_curve(probabilities: np.ndarray, y: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Equal-width bins of predicted probability (known labels only): mean predicted, observed rate, count."""
+    p, y = known_pairs(probabilities, y)
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    count = np.bincount(index, minlength=bins)
+    keep = count > 0
+    predicted = np.bincount(index, weights=p, minlength=bins)[keep] / count[keep]
+    observed = np.bincount(index, weights=y, minlength=bins)[keep] / count[keep]
+    return pd.DataFrame({"predicted": predicted, "observed": observed, "count": count[keep]})
 
 
 def brier_score(probabilities: np.ndarray, y: np.ndarray) -> float:

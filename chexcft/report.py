@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from chexcft.calibration import expected_calibration_error
+from chexcft.calibration import expected_calibration_error, known_pairs, reliability_curve
 from chexcft.fileio import atomic_path, atomic_write_text
 from chexcft.schema import COMPETITION_TASKS
 
@@ -132,18 +132,6 @@ def auc_change_figure(before: Rows, after: Rows, tasks: Sequence[str] = COMPETIT
     return figure
 
 
-def reliability_curve(probabilities: np.ndarray, y: np.ndarray, bins: int = RELIABILITY_BINS) -> pd.DataFrame:
-    """Equal-width bins of predicted probability: mean predicted, observed rate and count per non-empty bin."""
-    p = np.asarray(probabilities, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    index = np.minimum((p * bins).astype(int), bins - 1)
-    count = np.bincount(index, minlength=bins)
-    keep = count > 0
-    predicted = np.bincount(index, weights=p, minlength=bins)[keep] / count[keep]
-    observed = np.bincount(index, weights=y, minlength=bins)[keep] / count[keep]
-    return pd.DataFrame({"predicted": predicted, "observed": observed, "count": count[keep]})
-
-
 def reliability_figure(
     labels: np.ndarray, curves: Mapping[str, np.ndarray], tasks: Sequence[str] = COMPETITION_TASKS,
     bins: int = RELIABILITY_BINS,
@@ -155,11 +143,13 @@ def reliability_figure(
     for t, (task, ax) in enumerate(zip(tasks, axes[0])):
         ax.plot([0, 1], [0, 1], color="0.75", lw=0.8, ls="--")
         for name, probabilities in curves.items():
-            p = np.asarray(probabilities, dtype=np.float64)[:, t]
-            curve = reliability_curve(p, labels[:, t], bins)
-            ece = expected_calibration_error(p, labels[:, t], bins)
+            p, y = known_pairs(np.asarray(probabilities, dtype=np.float64)[:, t], labels[:, t])
+            if not len(y):
+                continue
+            curve = reliability_curve(p, y, bins)
+            ece = expected_calibration_error(p, y, bins)
             ax.plot(curve["predicted"], curve["observed"], marker="o", ms=3, lw=1, label=f"{name} ECE {ece:.3f}")
-        ax.set_title(f"{task} ({int(labels[:, t].sum())} pos.)", fontsize=9)
+        ax.set_title(f"{task} ({int(np.nansum(labels[:, t] == 1))} pos.)", fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from chexcft.evaluation import evaluate
+from chexcft.calibration import reliability_curve
 from chexcft.report import (
     Report,
     auc_change_figure,
     calibration_table,
     frame_table,
-    reliability_curve,
     reliability_figure,
     save_figure,
     summary_table,

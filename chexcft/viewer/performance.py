@@ -2,7 +2,7 @@
 
 Study-level AUC with bootstrap 95% intervals (chexcft.evaluation.evaluate), ROC curves with the radiologists'
 operating points (chexcft.evaluation.plots.plot_roc), reliability diagrams before/after calibration (image level,
-sklearn's calibration_curve, ECE from chexcft.calibration), and each run's CFT report (RUN_DIR/cft/report.csv).
+curves and ECE from chexcft.calibration), and each run's CFT report (RUN_DIR/cft/report.csv).
 """
 
 from __future__ import annotations
@@ -126,19 +126,12 @@ def roc_png(groundtruth: pd.DataFrame, predictions: Mapping[str, pd.DataFrame],
 
 def reliability(y: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> dict[str, Any]:
     """Reliability curve (mean predicted vs observed rate per bin), ECE and Brier score on labels y in {0, 1}."""
-    from sklearn.calibration import calibration_curve
+    from chexcft.calibration import brier_score, expected_calibration_error, known_pairs, reliability_curve
 
-    from chexcft.calibration import brier_score, expected_calibration_error
-
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(probabilities, dtype=np.float64)
-    known = np.isin(y, (0.0, 1.0)) & np.isfinite(p)
-    y, p = y[known], p[known]
-    if not len(y):
-        return {"n": 0, "predicted": np.array([]), "observed": np.array([]), "ece": float("nan"), "brier": float("nan")}
-    observed, predicted = calibration_curve(y, p, n_bins=bins, strategy="uniform")
-    return {"n": int(len(y)), "predicted": predicted, "observed": observed,
-            "ece": expected_calibration_error(p, y, bins), "brier": brier_score(p, y)}
+    p, y = known_pairs(probabilities, y)
+    curve = reliability_curve(p, y, bins)
+    return {"n": int(len(y)), "predicted": curve["predicted"].to_numpy(), "observed": curve["observed"].to_numpy(),
+            "ece": expected_calibration_error(p, y, bins) if len(y) else float("nan"), "brier": brier_score(p, y)}
 
 
 def reliability_table(labels: pd.DataFrame, before: np.ndarray, after: np.ndarray, observations: Sequence[str],
@@ -156,32 +149,12 @@ def reliability_table(labels: pd.DataFrame, before: np.ndarray, after: np.ndarra
 
 def reliability_figure(labels: pd.DataFrame, before: np.ndarray, after: np.ndarray, observations: Sequence[str],
                        findings: Sequence[str], bins: int = 10) -> Any:
-    """A matplotlib figure: one reliability diagram per finding, before (dashed) and after (solid) calibration."""
-    import matplotlib
+    """A matplotlib figure: one reliability diagram per finding, before and after calibration."""
+    from chexcft.report import reliability_figure as named_curves_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(1, len(findings))
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
-    for ax, name in zip(axes[0], findings):
-        column = list(observations).index(name)
-        y = labels[name].to_numpy(dtype=np.float64)
-        ax.plot([0, 1], [0, 1], color="0.75", lw=0.8, ls=":")
-        for values, style, title in ((before, "--", "before"), (after, "-", "after")):
-            curve = reliability(y, values[:, column], bins)
-            if curve["n"]:
-                ax.plot(curve["predicted"], curve["observed"], style, marker="o", ms=3,
-                        label=f"{title} (ECE {curve['ece']:.3f})")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("mean predicted probability")
-        ax.set_aspect("equal")
-        ax.legend(fontsize=7, loc="upper left")
-    axes[0][0].set_ylabel("observed positive rate")
-    fig.tight_layout()
-    return fig
+    columns = [list(observations).index(name) for name in findings]
+    truth = labels[list(findings)].to_numpy(dtype=np.float64)
+    return named_curves_figure(truth, {"before": before[:, columns], "after": after[:, columns]}, tuple(findings), bins)
 
 
 def cft_reports(run_dirs: Sequence[str | os.PathLike[str]], names: Sequence[str]) -> dict[str, pd.DataFrame | None]:
