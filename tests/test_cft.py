@@ -89,11 +89,41 @@ def test_ga_writes_the_optimised_bias(problem, fitted) -> None:
 
 
 def test_both_keeps_the_better_method_per_category(fitted) -> None:
+    """BP and GA are compared on the early-stopping split (a holdout of known training rows), not on validation."""
     report = fitted["both"].report_
-    best = np.maximum(report["valid_bp"], report["valid_ga"])
-    np.testing.assert_allclose(report["valid_after"], best)
+    assert (report["early_stopping"] == "train-holdout").all()
     for _, row in report.iterrows():
-        assert row["method_kept"] == ("bp" if row["valid_bp"] >= row["valid_ga"] else "ga")
+        chosen = "bp" if row["stop_bp"] >= row["stop_ga"] else "ga"
+        assert row["method_kept"] == chosen
+        assert row["valid_after"] == pytest.approx(row[f"valid_{chosen}"])
+
+
+def test_authors_early_stopping_on_validation_compares_there(problem) -> None:
+    _, train, valid, _, W, b = problem
+    ft = _fit("both", W, b, train, valid, max_steps=60, early_stopping="valid")
+    report = ft.report_
+    np.testing.assert_allclose(report["stop_bp"], report["valid_bp"], atol=1e-6)
+    np.testing.assert_allclose(report["valid_after"], np.maximum(report["valid_bp"], report["valid_ga"]), atol=1e-6)
+
+
+def test_holdout_rows_are_not_fitted_on(problem, monkeypatch) -> None:
+    """The early-stopping rows come out of the known training rows, disjoint from the rows BP fits."""
+    from chexcft.cft import finetuner
+
+    _, train, valid, _, W, b = problem
+    seen = []
+    real_fit_bp = finetuner.fit_bp
+
+    def spy(problem, *args, **kwargs):
+        seen.append((problem.z_train.shape[0], problem.z_valid.shape[0]))
+        return real_fit_bp(problem, *args, **kwargs)
+
+    monkeypatch.setattr(finetuner, "fit_bp", spy)
+    ft = _fit("bp", W, b, train, valid, max_steps=5)
+    known = ft.report_["n_train_pos"] + ft.report_["n_train_neg"]
+    for (n_fit, n_stop), n_known in zip(seen, known):
+        assert n_fit + n_stop == n_known
+        assert n_stop == pytest.approx(0.2 * n_known, abs=2)
 
 
 def test_original_row_kept_when_already_optimal() -> None:

@@ -135,6 +135,10 @@ def test_cli_cft_and_errors(tiny_run) -> None:
     assert "unknown --known" in str(result.exception) + result.output
     result = runner.invoke(app, [*args, "--selection-alpha", "0"])
     assert result.exit_code != 0, "a significance level of 0 is refused"
+    result = runner.invoke(app, [*args, "--early-stopping", "valid"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*args, "--early-stopping", "test"])
+    assert result.exit_code != 0 and "early_stopping" in str(result.exception) + result.output
 
 
 def test_cli_selection_alpha_reaches_the_estimator(tiny_run, monkeypatch) -> None:

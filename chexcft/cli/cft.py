@@ -32,6 +32,10 @@ def cft_command(
         help="Keep a fine-tuned row only if its validation AUC gain is significant at this level "
         "(one-sided paired DeLong); 1 keeps any gain, as the authors' code does.",
     ),
+    early_stopping: str = typer.Option(
+        "train-holdout", "--early-stopping",
+        help="train-holdout (20% of the known training rows; validation only accepts or rejects) or valid (authors').",
+    ),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Preprocessing cache (default: the run's)."),
     device: str = typer.Option("auto", "--device", help="Device for feature extraction: auto, cpu, cuda[:N]."),
 ) -> None:
@@ -52,7 +56,8 @@ def cft_command(
     for member in members:
         tuner = CategoryWiseFineTuner(method=method, optimizer=optimizer, metric=metric, loss=loss, max_steps=max_steps,
                                       patience=patience, lr=lr, population=population, seed=seed,
-                                      selection_alpha=None if selection_alpha >= 1.0 else selection_alpha)
+                                      selection_alpha=None if selection_alpha >= 1.0 else selection_alpha,
+                                      early_stopping=early_stopping)
         out = run_cft(member, train_csv, valid_csv, root, test_csv, method=method, optimizer=optimizer, known=known,
                       tuner=tuner, cache_dir=cache_dir, seed=seed, settings=settings)
         summary = read_json(out / "report.json")
