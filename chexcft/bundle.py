@@ -18,7 +18,6 @@ import importlib.util
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +27,7 @@ from typing import Any
 
 import chexcft
 from chexcft.errors import ChexcftError, InvalidRunError, SubmissionError
-from chexcft.fileio import atomic_write_json, atomic_write_text, file_sha256
+from chexcft.fileio import atomic_directory, atomic_write_json, atomic_write_text, file_sha256
 from chexcft.provenance import package_versions
 from chexcft.schema import COMPETITION_TASKS
 
@@ -232,10 +231,7 @@ def build_bundle(
         raise SubmissionError(f"the models do not all predict {', '.join(lacking)}, so they cannot make a submission")
     prior, prior_source = training_prior(runs) if fill_missing else (None, None)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        staging.chmod(0o755)
+    with atomic_directory(out) as staging:
         model_names = []
         checksums: dict[str, str] = {}
         for index, run in enumerate(runs):
@@ -271,12 +267,6 @@ def build_bundle(
         }
         atomic_write_json(staging / "bundle.json", settings)
         atomic_write_text(staging / "README.md", _readme(settings, dependencies, checksums))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return BundleInfo(
         path=out, models=model_names, vendored=sorted(modules), dependencies=dependencies, settings=settings
     )

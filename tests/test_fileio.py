@@ -46,3 +46,26 @@ def test_file_sha256_matches_hashlib(tmp_path):
     target = tmp_path / "blob.bin"
     target.write_bytes(b"x" * 3_000_000)
     assert file_sha256(target, chunk_size=1 << 16) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
+
+
+def test_atomic_directory_replaces_the_folder_only_on_success(tmp_path):
+    from chexcft.fileio import atomic_directory
+
+    target = tmp_path / "bundle"
+    with atomic_directory(target) as staging:
+        (staging / "a.txt").write_text("first")
+    assert (target / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as staging:
+            (staging / "b.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+    previous = os.umask(0o022)
+    try:
+        with atomic_directory(target) as staging:
+            (staging / "c.txt").write_text("second")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pandas as pd
 from chexcft.data.nih import MAPPED_OBSERVATIONS, read_nih_csv
 from chexcft.data.splits import split_by_patient
 from chexcft.errors import InvalidDatasetError
-from chexcft.fileio import atomic_write_csv, atomic_write_json
+from chexcft.fileio import atomic_directory, atomic_write_csv, atomic_write_json
 from chexcft.schema import COMPETITION_TASKS, CSV_HEADER, OBSERVATIONS, UNCERTAIN
 
 RELEASE = "CheXpert-v1.0-demo"
@@ -124,9 +123,7 @@ def build_demo_data(
         raise InvalidDatasetError(f"{out_dir}: exists, is not empty and holds no {RELEASE}/; refusing to overwrite it")
     frame = read_nih_csv(nih_dir / "labels.csv", nih_dir / "images")
     split_seed, splits = _split(frame, seed)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as staging:
         release = staging / RELEASE
         for split in SPLITS:
             part = _chexpert_rows(splits[split], split)
@@ -142,13 +139,6 @@ def build_demo_data(
         if (nih_dir / "SOURCE.txt").is_file():
             shutil.copyfile(nih_dir / "SOURCE.txt", release / "SOURCE.txt")
         atomic_write_json(staging / "protocol.json", _protocol(seed, split_seed, known_fraction))
-        _make_readable(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return out_dir
 
 
@@ -187,14 +177,6 @@ def _chexpert_rows(frame: pd.DataFrame, split: str) -> pd.DataFrame:
         Age=part["Age"].astype("Int64"),
     )
     return part.reset_index(drop=True)
-
-
-def _make_readable(folder: Path) -> None:
-    """mkdtemp / atomic writes create owner-only entries: make the data world-readable like a normal checkout."""
-    for dirpath, _, filenames in os.walk(folder):
-        os.chmod(dirpath, 0o755)
-        for filename in filenames:
-            os.chmod(os.path.join(dirpath, filename), 0o644)
 
 
 def _protocol(seed: int, split_seed: int, known_fraction: float) -> dict[str, object]:
