@@ -113,15 +113,14 @@ def _distributed_context(device: str) -> tuple[int, int, bool]:
     """(rank, world size, whether this call initialised the process group) under torchrun, else (0, 1, False)."""
     import torch.distributed as dist
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or not dist.is_available():
+    from chexcft.training.distributed import init_distributed, launched_by_torchrun
+
+    if not launched_by_torchrun() or not dist.is_available():
         return 0, 1, False
-    created = False
-    if not dist.is_initialized():
-        use_nccl = device != "cpu" and torch.cuda.is_available()
-        dist.init_process_group(backend="nccl" if use_nccl else "gloo")
-        created = True
-    return dist.get_rank(), dist.get_world_size(), created
+    created = not dist.is_initialized()
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    info = init_distributed("cuda" if use_cuda else "cpu")
+    return info.rank, info.world_size, created
 
 
 def _load_runs(run_dirs: Sequence[Path], which: str, use_cft: bool, settings: DeviceSettings) -> list[Any]:
