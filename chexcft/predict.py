@@ -113,7 +113,7 @@ def _distributed_context(device: str) -> tuple[int, int, bool]:
     """(rank, world size, whether this call initialised the process group) under torchrun, else (0, 1, False)."""
     import torch.distributed as dist
 
-    from chexcft.training.distributed import init_distributed, launched_by_torchrun
+    from chexcft.distributed import init_distributed, launched_by_torchrun
 
     if not launched_by_torchrun() or not dist.is_available():
         return 0, 1, False

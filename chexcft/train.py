@@ -8,7 +8,7 @@ end-of-epoch checkpoint; on CPU the result equals an uninterrupted run bit for b
 from __future__ import annotations
 
 from chexcft.training.config import TrainConfig
-from chexcft.training.distributed import shutdown_process_group
+from chexcft.distributed import shutdown_process_group
 from chexcft.training.loop import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, SCHEDULE, is_finished, train
 
 __all__ = [

@@ -22,14 +22,8 @@ from chexcft.runs import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE
 from chexcft.training import checkpoint as ckpt
 from chexcft.training import data as tdata
 from chexcft.training.config import TrainConfig, settings_mismatch
-from chexcft.training.distributed import (
-    DistInfo,
-    EpochSampler,
-    barrier,
-    init_distributed,
-    local_rank_from_env,
-    unwrap,
-)
+from chexcft.distributed import DistInfo, barrier, init_distributed, local_rank_from_env
+from chexcft.training.distributed import EpochSampler, unwrap
 from chexcft.training.loss import masked_loss
 from chexcft.training.progress import EpochProgress, log
 from chexcft.training.validation import auc_per_observation, is_better, predict_probabilities, selection_score

@@ -13,7 +13,7 @@ from chexcft.device import DeviceSettings
 from chexcft.fileio import atomic_path
 from chexcft.training import data as tdata
 from chexcft.training.config import TrainConfig
-from chexcft.training.distributed import DistInfo, barrier
+from chexcft.distributed import DistInfo, barrier
 from chexcft.training.validation import predict_probabilities
 
 PROBABILITIES_FILE = "train_probabilities.safetensors"
