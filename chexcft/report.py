@@ -266,11 +266,12 @@ def reading_note(result: Any, data: Any) -> str:
     direction = (f"CFT lowered the held-out mean AUC of {lowered} of {len(changes)} rows" if lowered
                  else "CFT did not lower the held-out mean AUC of any row")
     return (
-        f"{direction}. CFT keeps, per task, the head row with the best validation AUC among many candidates, "
-        f"and the validation split has few positives ({counts}), so that choice can fit the split's noise: "
-        "compare the validation gains in the CFT section with the held-out changes here. Separating selection "
-        "from reporting is what makes this visible. The ensemble row also changes because each member's Platt "
-        "calibration rescales its probabilities before they are averaged."
+        f"{direction}. CFT picks each task's candidate row on a holdout of the known training labels and keeps "
+        f"it only when its validation AUC gain is significant (one-sided DeLong); the validation split has few "
+        f"positives ({counts}), so few rows pass and a passing row can still be noise: compare the validation "
+        "gains in the CFT section with the held-out changes here. Separating selection from reporting is what "
+        "makes this visible. The ensemble row also changes because each member's Platt calibration rescales "
+        "its probabilities before they are averaged."
     )
 
 
@@ -310,8 +311,8 @@ def write_demo_report(result: Any, data: Any, before_table: Any, after_table: An
             f"{' --quick' if settings.quick else ''}`. All AUCs below are on the **held-out test split** "
             f"({n_test} studies; positives: {positives}), which no step saw: members were trained on train "
             "(selecting their best epoch on valid), CFT re-fitted each task's head row on the known train labels "
-            "and kept a new row only when it beat the original on valid, and the Platt calibration was fitted on "
-            "valid. Intervals are 95% stratified bootstrap intervals. The demo images are 64x64 NIH radiographs "
+            "(early stopping on a holdout of them) and kept a new row only when its gain on valid was significant, "
+            "and the Platt calibration was fitted on valid. Intervals are 95% stratified bootstrap intervals. The demo images are 64x64 NIH radiographs "
             "with simulated partial labels: the numbers show that the pipeline works end to end, they are not a "
             "benchmark (with 3-5 positives for some tasks the intervals are wide)."
         ),
