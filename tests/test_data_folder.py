@@ -42,10 +42,6 @@ def test_empty_and_missing_folder(tmp_path: Path) -> None:
 
 
 def test_extensionless_dicom_is_found_by_content(tmp_path: Path) -> None:
-    try:
-        from chexcft.io import sniff_format  # noqa: F401
-    except ImportError:
-        pytest.skip("chexcft.io.sniff_format is not available yet")
     from pydicom.data import get_testdata_file
 
     source = get_testdata_file("CT_small.dcm")
