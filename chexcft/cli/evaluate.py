@@ -1,4 +1,4 @@
-"""`chexcft evaluate`: AUCs, intervals, radiologist counts, ensembles and DeLong comparisons of prediction files."""
+"""`chexcft evaluate`: AUCs, intervals, radiologist counts, ensembles, DeLong comparisons and operating points."""
 
 from __future__ import annotations
 
@@ -9,21 +9,31 @@ import typer
 
 from chexcft.cli import app, console
 from chexcft.errors import ChexcftError
-from chexcft.evaluation.aggregate import AGGREGATIONS, load_groundtruth, load_predictions, row_name
+from chexcft.evaluation.aggregate import AGGREGATIONS, UNCERTAIN_RULES, UNLABELLED_RULES, row_name
 from chexcft.fileio import atomic_write_json
 
 # Spelled out here so that importing the CLI does not import Nevergrad (chexcft.evaluation.ensembles.ENSEMBLES).
 _ENSEMBLE_NAMES = "mean,rank,weighted"
+_KEY_HELP = ("Join column: Study (default; image rows with a Path are combined into studies), Path (per image), "
+             "or any other column such as NIH's 'Image Index' (the default for NIH files).")
+_TASKS_HELP = ("Findings: competition (the five), all (every labelled ground-truth finding all files predict) or "
+               "A,B,... Default: competition when the ground truth has the five, else all.")
 
 
 @app.command("evaluate")
 def evaluate_command(
     groundtruth: Path = typer.Option(..., "--groundtruth", exists=True, dir_okay=False,
-                                     help="Ground truth CSV: study level (Study) or image level (Path)."),
+                                     help="Ground truth CSV: study level (Study), image level (Path) or --key."),
     predictions: list[Path] = typer.Option(..., "--predictions", exists=True, dir_okay=False,
                                            help="Prediction CSV(s); more files may follow the first."),
     more: Optional[list[Path]] = typer.Argument(None, exists=True, dir_okay=False, show_default=False,
                                                 help="Further prediction CSVs."),
+    key: Optional[str] = typer.Option(None, "--key", help=_KEY_HELP),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help=_TASKS_HELP),
+    unlabelled: str = typer.Option("error", "--unlabelled",
+                                   help=f"Blank ground-truth cells: {'/'.join(UNLABELLED_RULES)}."),
+    uncertain: str = typer.Option("error", "--uncertain",
+                                  help=f"Uncertain (-1) ground-truth cells: {'/'.join(UNCERTAIN_RULES)}."),
     ensemble: str = typer.Option("", "--ensemble", help=f"Comma-separated ensembles: {_ENSEMBLE_NAMES}."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap replicates (0: no intervals)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the weighted ensemble's folds."),
@@ -36,20 +46,30 @@ def evaluate_command(
     rule: str = typer.Option("scorer", "--radiologist-rule", help="scorer (official counting) or interpolated."),
 ) -> None:
     """Evaluate prediction files (and their ensembles) against a ground-truth CSV."""
-    from chexcft.evaluation.report import evaluate_table, render_comparisons, render_table, score_table
+    from chexcft.evaluation.files import load_evaluation
+    from chexcft.evaluation.findings import parse_tasks
+    from chexcft.evaluation.report import evaluate_table, render_comparisons, render_lacking, render_table, score_table
 
     if views not in AGGREGATIONS:
         raise ChexcftError(f"--views must be one of {', '.join(AGGREGATIONS)}, got {views!r}")
+    for option, value, allowed in (("--unlabelled", unlabelled, UNLABELLED_RULES),
+                                   ("--uncertain", uncertain, UNCERTAIN_RULES)):
+        if value not in allowed:
+            raise ChexcftError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
     ensembles = [e.strip() for e in ensemble.split(",") if e.strip()]
-    gt = load_groundtruth(groundtruth)
-    tables = {}
+    files: dict[str, Path] = {}
     for path in [*predictions, *(more or [])]:
-        tables[row_name(path, set(tables))] = load_predictions(path, views=views)
+        files[row_name(path, set(files))] = path
+    inputs = load_evaluation(groundtruth, files, key=key, tasks=parse_tasks(tasks), views=views,
+                             unlabelled=unlabelled, uncertain=uncertain)
     with console.status("scoring"):
-        table = score_table(gt, tables, ensembles=ensembles, folds=folds, seed=seed, weighted_budget=budget)
+        table = score_table(inputs.groundtruth, inputs.predictions, ensembles=ensembles, folds=folds, seed=seed,
+                            weighted_budget=budget, tasks=inputs.match.tasks, key=inputs.key, match=inputs.match)
         rows = evaluate_table(table, bootstrap=bootstrap, seed=seed, compare=[compare] if compare else [],
                               radiologist_rule=rule)
     console.print(render_table(rows, table.tasks))
+    for line in render_lacking(rows):
+        console.print(line)
     comparisons = render_comparisons(rows, table.tasks)
     if comparisons is not None:
         console.print(comparisons)

@@ -22,7 +22,7 @@ def stratified_weights(labels: np.ndarray, n_boot: int, seed: int) -> np.ndarray
     if labels.ndim == 1:
         labels = labels[:, None]
     rng = np.random.default_rng(seed)
-    _, strata = np.unique(labels, axis=0, return_inverse=True)
+    _, strata = np.unique(np.nan_to_num(labels, nan=-9.0), axis=0, return_inverse=True)
     strata = np.asarray(strata).reshape(-1)
     weights = np.zeros((n_boot, labels.shape[0]), dtype=np.int32)
     for stratum in range(int(strata.max()) + 1 if strata.size else 0):

@@ -1,9 +1,35 @@
-"""ROC-AUC: per task, for many score vectors at once, and with bootstrap multiplicities."""
+"""ROC-AUC: per task, for many score vectors at once, and with bootstrap multiplicities.
+
+Labels are 1, 0 or NaN; a NaN (not labelled) row takes no part in that task's AUC.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.stats import rankdata
+
+# Fewer held-out positives (or negatives) than this: the AUC is flagged unreliable and gets no interval, since a
+# stratified bootstrap cannot resample a handful of positives into an honest interval.
+MIN_CLASS_COUNT = 10
+
+
+def is_reliable(n_pos: int, n_neg: int, minimum: int = MIN_CLASS_COUNT) -> bool:
+    """Whether an AUC on n_pos positives and n_neg negatives is worth an interval (both at least `minimum`)."""
+    return int(n_pos) >= minimum and int(n_neg) >= minimum
+
+
+def class_counts(y: np.ndarray) -> tuple[int, int]:
+    """Positives and negatives among labels `y` (NaN rows not counted)."""
+    y = np.asarray(y)
+    return int(np.sum(y == 1)), int(np.sum(y == 0))
+
+
+def reliability_note(n_pos: int, n_neg: int, minimum: int = MIN_CLASS_COUNT) -> str | None:
+    """Why an AUC is unreliable (too few positives or negatives), or None when it is reliable."""
+    if is_reliable(n_pos, n_neg, minimum):
+        return None
+    few = [f"{n} {what}" for n, what in ((n_pos, "positives"), (n_neg, "negatives")) if n < minimum]
+    return f"unreliable: only {' and '.join(few)} (< {minimum}), no interval"
 
 
 def undefined_auc_reason(y: np.ndarray) -> str | None:
@@ -23,9 +49,13 @@ def undefined_auc_reason(y: np.ndarray) -> str | None:
 def population_auc(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
     """AUC of each row of `scores` (k, n) against 0/1 labels `y` (n,); ties count 1/2 as in scikit-learn."""
     scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-    positive = np.asarray(y) == 1
+    y = np.asarray(y)
+    known = (y == 1) | (y == 0)
+    if not known.all():
+        scores, y = scores[:, known], y[known]
+    positive = y == 1
     n_pos = int(positive.sum())
-    n_neg = int((np.asarray(y) == 0).sum())
+    n_neg = int((y == 0).sum())
     if undefined_auc_reason(y) is not None:
         return np.full(scores.shape[0], np.nan)
     ranks = rankdata(scores, axis=1)  # average ranks of ties: the Mann-Whitney statistic

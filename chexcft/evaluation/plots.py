@@ -28,7 +28,8 @@ def plot_roc(table: ScoreTable, out: str | os.PathLike[str], dpi: int = 110) -> 
         reason = undefined_auc_reason(labels)
         if reason is None:
             for name, scores in table.scores.items():
-                fpr, tpr, _ = roc_curve(labels, scores[:, t])
+                known = (labels == 0) | (labels == 1)
+                fpr, tpr, _ = roc_curve(labels[known], scores[known, t])
                 width = 1.8 if table.kinds.get(name) == "ensemble" else 0.9
                 ax.plot(fpr, tpr, lw=width, label=f"{name} {roc_auc(labels, scores[:, t]):.3f}")
         else:
