@@ -193,7 +193,7 @@ def evaluate_table(
                             if row["reliable"][task] else [None, None] for t, task in enumerate(table.tasks)}
         row["radiologists_below"] = {
             task: count_below(table.labels[:, t], scores[:, t], RADIOLOGIST_POINTS[task], radiologist_rule)
-            if task in RADIOLOGIST_POINTS else None for t, task in enumerate(table.tasks)
+            if task in RADIOLOGIST_POINTS and table.key == STUDY_COLUMN else None for t, task in enumerate(table.tasks)
         }
         row["radiologist_rule"] = radiologist_rule
         if table.match is not None:
