@@ -133,9 +133,11 @@ def match_findings(
     """Match ground-truth and prediction columns by name (translating NIH <-> CheXpert) and pick the tasks.
 
     `tasks`: "competition" (the five), "all" (every labelled ground-truth finding that every file predicts), a list
-    of names, or None: the five when the ground truth has them under their CheXpert names, else all.
+    of names (or "A,B,..."), or None: the five when the ground truth has them under their CheXpert names, else all.
     `unlabelled`: ground-truth columns without a single label (reported, never evaluated).
     """
+    if isinstance(tasks, str):
+        tasks = parse_tasks(tasks)
     gt_vocab = vocabulary(groundtruth_columns)
     pred_vocabs = {name: vocabulary(cols) for name, cols in prediction_columns.items()}
     target = "chexpert" if "chexpert" in {gt_vocab, *pred_vocabs.values()} else None
