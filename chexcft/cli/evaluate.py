@@ -44,6 +44,19 @@ def evaluate_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows as JSON here."),
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write the ROC figure (PNG) here."),
     rule: str = typer.Option("scorer", "--radiologist-rule", help="scorer (official counting) or interpolated."),
+    operating_point: Optional[str] = typer.Option(
+        None, "--operating-point", help="youden, sensitivity=X, specificity=X or ppv=X: a threshold per finding "
+        "chosen on the validation files, rates reported on the evaluated (held-out) files."),
+    valid_groundtruth: Optional[Path] = typer.Option(None, "--validation-groundtruth", exists=True, dir_okay=False,
+                                                     help="Ground truth of the split thresholds are chosen on."),
+    valid_predictions: Optional[list[Path]] = typer.Option(
+        None, "--validation-predictions", exists=True, dir_okay=False,
+        help="Validation predictions, one per --predictions file in the same order (repeatable)."),
+    save_thresholds: Optional[Path] = typer.Option(
+        None, "--save-thresholds", file_okay=False,
+        help="Run or ensemble directory to write thresholds.json to (for `chexcft predict --decisions`)."),
+    thresholds_row: Optional[str] = typer.Option(
+        None, "--thresholds-row", help="Row whose thresholds --save-thresholds writes (default: the last row)."),
 ) -> None:
     """Evaluate prediction files (and their ensembles) against a ground-truth CSV."""
     from chexcft.evaluation.files import load_evaluation
@@ -57,6 +70,8 @@ def evaluate_command(
         if value not in allowed:
             raise ChexcftError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
     ensembles = [e.strip() for e in ensemble.split(",") if e.strip()]
+    chosen_rule = _operating_rule(operating_point, valid_groundtruth, valid_predictions, predictions, more,
+                                  save_thresholds)
     files: dict[str, Path] = {}
     for path in [*predictions, *(more or [])]:
         files[row_name(path, set(files))] = path
@@ -67,7 +82,20 @@ def evaluate_command(
                             weighted_budget=budget, tasks=inputs.match.tasks, key=inputs.key, match=inputs.match)
         rows = evaluate_table(table, bootstrap=bootstrap, seed=seed, compare=[compare] if compare else [],
                               radiologist_rule=rule)
+    if chosen_rule is not None:
+        points = _operating_points(chosen_rule, table, inputs, files, valid_groundtruth, valid_predictions,
+                                   ensembles=ensembles, views=views, unlabelled=unlabelled, uncertain=uncertain,
+                                   bootstrap=bootstrap, seed=seed)
+        for row in rows:
+            row["operating_point"] = points[row["name"]]
     console.print(render_table(rows, table.tasks))
+    if chosen_rule is not None:
+        from chexcft.evaluation.operating import render_operating_points
+
+        for rendered in render_operating_points(points):
+            console.print(rendered)
+        if save_thresholds is not None:
+            _save_thresholds(save_thresholds, thresholds_row, rows, chosen_rule, points, valid_groundtruth)
     for line in render_lacking(rows):
         console.print(line)
     comparisons = render_comparisons(rows, table.tasks)
@@ -81,3 +109,51 @@ def evaluate_command(
 
         plot_roc(table, plot_out)
         console.print(f"ROC figure written to {plot_out}")
+
+
+def _operating_rule(text: str | None, valid_groundtruth: Path | None, valid_predictions: list[Path] | None,
+                    predictions: list[Path], more: list[Path] | None, save: Path | None):  # noqa: ANN202
+    if text is None:
+        if valid_groundtruth or valid_predictions or save:
+            raise ChexcftError("--validation-groundtruth/--validation-predictions/--save-thresholds need "
+                               "--operating-point")
+        return None
+    from chexcft.evaluation.operating import parse_rule
+
+    rule = parse_rule(text)
+    if valid_groundtruth is None or not valid_predictions:
+        raise ChexcftError("--operating-point needs --validation-groundtruth and --validation-predictions: thresholds "
+                           "are chosen on a validation split, never on the evaluated one")
+    if len(valid_predictions) != len(predictions) + len(more or []):
+        raise ChexcftError(f"--validation-predictions: {len(valid_predictions)} file(s) for "
+                           f"{len(predictions) + len(more or [])} prediction file(s); give one per file, same order")
+    return rule
+
+
+def _operating_points(rule, table, inputs, files, valid_groundtruth, valid_predictions, *,  # noqa: ANN001, ANN202
+                      ensembles, views, unlabelled, uncertain, bootstrap, seed):
+    from chexcft.evaluation.files import load_evaluation
+    from chexcft.evaluation.operating import table_operating_points
+    from chexcft.evaluation.report import score_table
+
+    valid_files = dict(zip(files, valid_predictions))
+    fit = load_evaluation(valid_groundtruth, valid_files, key=inputs.key, tasks=list(table.tasks), views=views,
+                          unlabelled=unlabelled, uncertain=uncertain)
+    transferable = [e for e in ensembles if e == "mean"]
+    fit_table = score_table(fit.groundtruth, fit.predictions, ensembles=transferable, seed=seed,
+                            tasks=table.tasks, key=fit.key)
+    return table_operating_points(table, fit_table, rule, bootstrap=bootstrap, seed=seed)
+
+
+def _save_thresholds(folder, row_name_, rows, rule, points, valid_groundtruth) -> None:  # noqa: ANN001
+    from chexcft.evaluation.operating import THRESHOLDS_FILE, thresholds_record
+
+    name = row_name_ or rows[-1]["name"]
+    if name not in points:
+        raise ChexcftError(f"--thresholds-row: no row named {name!r}; rows are {', '.join(points)}")
+    if not points[name].get("tasks"):
+        raise ChexcftError(f"--thresholds-row {name}: {points[name].get('note', 'no operating point')}")
+    folder.mkdir(parents=True, exist_ok=True)
+    record = thresholds_record(rule, points[name]["tasks"], name, {"validation_groundtruth": str(valid_groundtruth)})
+    atomic_write_json(folder / THRESHOLDS_FILE, record)
+    console.print(f"thresholds of {name} ({rule}) written to {folder / THRESHOLDS_FILE}")

@@ -56,7 +56,8 @@ def vocabulary(names: Sequence[str]) -> str | None:
 
 def finding_columns(columns: Sequence[str], key: str) -> list[str]:
     """The columns of a file that may hold findings: every column but the key and known metadata."""
-    return [c for c in columns if c != key and c.casefold() not in NOT_FINDINGS]
+    return [c for c in columns if c != key and c.casefold() not in NOT_FINDINGS
+            and not c.casefold().startswith("decision_")]  # chexcft predict --decisions columns
 
 
 def _to_chexpert(columns: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
