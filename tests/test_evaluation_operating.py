@@ -114,3 +114,13 @@ def test_cli_chooses_on_validation_saves_and_decides(tmp_path: Path) -> None:
     no_valid = CliRunner().invoke(app, ["evaluate", "--groundtruth", str(test_gt), "--predictions", str(test_pred),
                                         "--operating-point", "youden"])
     assert "never on the evaluated one" in str(no_valid.exception)
+
+
+def test_viewer_rule_thresholds_match_the_library() -> None:
+    from chexcft.viewer.performance import rule_thresholds
+
+    y, s = _known_case()
+    labels = pd.DataFrame({"Edema": y, "Fracture": np.nan})
+    probabilities = np.stack([s, s], axis=1)
+    out = rule_thresholds("sensitivity=0.9", labels, probabilities, ["Edema", "Fracture"])
+    assert out == {"Edema": pytest.approx(0.56)}

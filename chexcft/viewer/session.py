@@ -9,7 +9,7 @@ For each image and observation the viewer shows three probabilities per model (e
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,12 +229,17 @@ def predict_pixels_members(models: ModelSet, pixels: np.ndarray, name: str = "up
                              out["raw"])
 
 
-def prediction_rows(predictions: MemberPredictions, row: int, threshold: float) -> pd.DataFrame:
-    """One image's table: per observation the calibrated and raw ensemble values, the decision, each member's value."""
+def prediction_rows(predictions: MemberPredictions, row: int, threshold: float | Mapping[str, float]) -> pd.DataFrame:
+    """One image's table: per observation the calibrated and raw ensemble values, the decision, each member's value.
+
+    `threshold`: one for every finding, or per finding (findings without one are decided at 0.5).
+    """
     frame = pd.DataFrame({"Finding": list(predictions.observations)})
     frame["Calibrated"] = predictions.mean("calibrated")[row]
     frame["Raw model"] = predictions.mean("raw")[row]
-    decision = np.where(frame["Calibrated"] >= threshold, "positive", "negative")
+    cut = ([threshold.get(name, 0.5) for name in predictions.observations] if isinstance(threshold, Mapping)
+           else threshold)
+    decision = np.where(frame["Calibrated"] >= np.asarray(cut, dtype=np.float64), "positive", "negative")
     frame["Decision"] = np.where(np.isfinite(frame["Calibrated"]), decision, "unreadable")
     if len(predictions.members) > 1:
         for index, name in enumerate(predictions.members):
