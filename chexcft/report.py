@@ -67,7 +67,11 @@ def summary_table(before: Rows, after: Rows, labels: Mapping[str, str] | None = 
 
 
 def task_table(before: Rows, after: Rows, tasks: Sequence[str] = COMPETITION_TASKS) -> str:
-    """Markdown: per model and stage, each task's AUC with its 95% interval and radiologists on or below the curve."""
+    """Markdown: per model and stage, each task's AUC with its 95% interval and radiologists on or below the curve.
+
+    A task with too few positives or negatives (chexcft.evaluation.metrics.is_reliable) is marked unreliable and
+    shows no interval.
+    """
     after_rows = _by_name(after)
     header = "| model | CFT | " + " | ".join(tasks) + " | mean |"
     lines = [header, "|---|---|" + "---:|" * (len(tasks) + 1)]
@@ -80,7 +84,9 @@ def task_table(before: Rows, after: Rows, tasks: Sequence[str] = COMPETITION_TAS
                 auc = current["auc"].get(task)
                 below = (current.get("radiologists_below") or {}).get(task)
                 radiologists = "" if below is None else f" ({below}/3)"
-                cells.append(f"{_fmt(auc)}{_interval((current.get('ci') or {}).get(task))}{radiologists}")
+                reliable = (current.get("reliable") or {}).get(task, True)
+                interval = _interval((current.get("ci") or {}).get(task)) if reliable else " (unreliable)"
+                cells.append(f"{_fmt(auc)}{interval}{radiologists}")
             lines.append(f"| {row['name']} | {stage} | " + " | ".join(cells) + f" | {_fmt(current.get('mean_auc'))} |")
     return "\n".join(lines)
 

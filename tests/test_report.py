@@ -95,3 +95,10 @@ def test_report_markdown_and_frame_table(tmp_path: Path) -> None:
     assert text.startswith("# title\n\nintro text\n\n## Numbers\n")
     assert "| 0.123 | a/b |" in text and "| n/a | c |" in text
     assert "![Numbers](plots/p.png)" in text
+
+
+def test_task_table_marks_unreliable_tasks_without_an_interval() -> None:
+    row = {"name": "m", "auc": {"Edema": 0.9, "Atelectasis": 0.8}, "ci": {"Edema": [None, None], "Atelectasis": [0.7, 0.85]},
+           "reliable": {"Edema": False, "Atelectasis": True}, "radiologists_below": {}, "mean_auc": 0.85}
+    lines = task_table([row], [row], tasks=("Atelectasis", "Edema")).splitlines()
+    assert "0.800 [0.700, 0.850]" in lines[2] and "0.900 (unreliable)" in lines[2]
