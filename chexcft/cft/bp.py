@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chexcft.cft.problem import CategoryProblem, FitResult
+from chexcft.cft.problem import CategoryProblem, FitResult, project
 
 LOSSES: tuple[str, ...] = ("bce", "asl")
 
@@ -146,10 +146,11 @@ def _loss_and_gradient(z: torch.Tensor, y: torch.Tensor, W: torch.Tensor, B: tor
         for start in range(0, z.shape[0], chunk):
             block = z[start : start + chunk]
             target = y[start : start + chunk, None]
-            logits = torch.addmm(B[None, :], block, W)
+            logits = project(block, W) + B[None, :]
             loss += (F.softplus(logits) - target * logits).sum(dim=0, dtype=torch.float64)
             residual = torch.sigmoid(logits) - target
-            grad[:d].addmm_(block.T, residual)
+            for j in range(L):  # GEMVs: see chexcft.cft.problem.project
+                grad[:d, j].addmv_(block.T, residual[:, j].contiguous())
             grad[d] += residual.sum(dim=0)
         diff = W - w0[:, None]
         loss += (rho * (diff * diff).sum(dim=0)).double()

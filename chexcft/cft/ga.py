@@ -1,6 +1,6 @@
 """CFT-GA: one category's row optimised on the metric itself (AUC on the known training labels), three ways.
 
-- `fit_subspace_ga` (default, `optimizer="subspace"`): a Nevergrad optimiser (CMA by default) searches a
+- `fit_subspace_ga` (default, `optimizer="subspace"`): a Nevergrad optimiser (TwoPointsDE by default; CMA is an option) searches a
   low-dimensional subspace around the starting row: the row itself, its BP move (or the BCE descent direction),
   the difference of class means, the Fisher direction, and the leading principal directions of the category's
   within-class variation. The subspace projections are computed once, so a whole population is scored with one
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from chexcft.cft.metrics import metric_rows
-from chexcft.cft.problem import CategoryProblem, FitResult
+from chexcft.cft.problem import CategoryProblem, FitResult, project
 
 GA_LIKE: tuple[str, ...] = ("TwoPointsDE", "RecES", "RecMixES", "RecMutDE", "DE", "CMA", "OnePlusOne")
 # The estimator's own GA names; any other name is a Nevergrad optimiser run on all coordinates.
@@ -219,7 +219,7 @@ def subspace_basis(z: torch.Tensor, n_neg: int, weight: torch.Tensor, bias: floa
     cov = (sample.T @ sample).double() / max(sample.shape[0] - 1, 1)
     cov.diagonal().add_(0.1 * float(torch.diagonal(cov).mean()) + 1e-12)
     diff = (mean_pos - mean_neg).double()
-    fisher = torch.linalg.solve(cov, diff).to(z.dtype)
+    fisher = torch.cholesky_solve(diff[:, None], torch.linalg.cholesky(cov))[:, 0].to(z.dtype)
     y = torch.zeros(z.shape[0], device=z.device)
     y[n_neg:] = 1.0
     descent = -(z.T @ (torch.sigmoid(z @ weight + bias) - y)) / z.shape[0]
@@ -228,8 +228,11 @@ def subspace_basis(z: torch.Tensor, n_neg: int, weight: torch.Tensor, bias: floa
         directions.append(weight - reference)
     k = min(n_components, sample.shape[0] - 1, d)
     if k > 0:
-        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
-        directions += list(eigenvectors[:, -k:].T.flip(0).to(z.dtype))
+        # leading eigenvectors by subspace iteration (a full eigh of d x d costs seconds on 2 cores)
+        v = torch.linalg.qr(torch.randn(d, k, generator=generator, dtype=torch.float64).to(cov.device))[0]
+        for _ in range(8):
+            v = torch.linalg.qr(cov @ v)[0]
+        directions += list(v.T.to(z.dtype))
     stacked = torch.stack([v.to(z.dtype) for v in directions], dim=1)
     q, r = torch.linalg.qr(stacked)
     keep = torch.abs(torch.diagonal(r)) > 1e-6 * torch.abs(torch.diagonal(r)).max()
@@ -263,7 +266,7 @@ def fit_subspace_ga(
     bias: float,
     *,
     reference: np.ndarray | None = None,
-    optimizer: str = "CMA",
+    optimizer: str = "TwoPointsDE",
     population: int = 20,
     max_steps: int = 100,
     patience: int = 20,
@@ -289,8 +292,8 @@ def fit_subspace_ga(
         ref = None
     with torch.no_grad():
         basis = subspace_basis(z, n_neg, w_start, float(bias), reference=ref, n_components=n_components, seed=seed)
-        fit_start, fit_proj = z @ w_start, z @ basis  # (m,), (m, k)
-        stop_start, stop_proj = problem.z_valid @ w_start, problem.z_valid @ basis
+        fit_start, fit_proj = z @ w_start, project(z, basis)  # (m,), (m, k)
+        stop_start, stop_proj = problem.z_valid @ w_start, project(problem.z_valid, basis)
     k = basis.shape[1]
     before = problem.valid_metric(w_start, float(bias))
     parametrization = ng.p.Array(init=np.zeros(k)).set_mutation(sigma=sigma)

@@ -11,6 +11,14 @@ import torch
 
 from chexcft.cft.metrics import metric_rows
 
+def project(z: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """z (n, d) @ columns (d, k) -> (n, k). On the CPU as k matrix-vector products: CPU BLAS's narrow GEMMs are
+    several times slower than k GEMVs at this shape (measured: 5 columns, 34 ms vs 7.5 ms per 2048 x 1024 block)."""
+    if z.device.type != "cpu" or columns.shape[1] > 64:
+        return z @ columns
+    return torch.stack([torch.mv(z, columns[:, j].contiguous()) for j in range(columns.shape[1])], dim=1)
+
+
 # Called whenever the kept head improves: (seconds since the category started, weight (d,), bias).
 Progress = Callable[[float, np.ndarray, float], None]
 
@@ -48,7 +56,7 @@ class CategoryProblem:
     def train_metric(self, weights: torch.Tensor, biases: torch.Tensor) -> np.ndarray:
         """Training metric of k heads, weights (k, d), biases (k,): one matrix product, one ranking pass."""
         with torch.no_grad():
-            scores = torch.addmm(self.tensor(biases)[:, None], self.tensor(weights), self.z_train.T)
+            scores = project(self.z_train, self.tensor(weights).T).T + self.tensor(biases)[:, None]
         return metric_rows(self.metric, scores, self.n_neg_train)
 
     def valid_metric(self, weight: np.ndarray | torch.Tensor, bias: float | torch.Tensor) -> float:
@@ -61,7 +69,7 @@ class CategoryProblem:
     def valid_metrics(self, weights: torch.Tensor, biases: torch.Tensor) -> np.ndarray:
         """Validation metric of k heads, weights (k, d), biases (k,)."""
         with torch.no_grad():
-            scores = torch.addmm(self.tensor(biases)[:, None], self.tensor(weights), self.z_valid.T)
+            scores = project(self.z_valid, self.tensor(weights).T).T + self.tensor(biases)[:, None]
         return metric_rows(self.metric, scores, self.n_neg_valid)
 
     def elapsed(self) -> float:
