@@ -236,7 +236,7 @@ def run_cft(
         "optimizer": tuner.optimizer,
         "metric": tuner.metric,
         "known": known,
-        "settings": {k: getattr(tuner, k) for k in ("loss", "max_steps", "patience", "lr", "population", "seed", "ga_sigma")},
+        "settings": {k: v for k, v in tuner.get_params().items() if k != "observations"},
         "splits": {"train": str(train_csv), "valid": str(valid_csv), "test": str(test_csv) if test_csv else None},
         "held_out": held_out is not None,
         "note": None if held_out else OPTIMISTIC_NOTE,
