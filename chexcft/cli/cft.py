@@ -38,6 +38,11 @@ def cft_command(
     ),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Preprocessing cache (default: the run's)."),
     device: str = typer.Option("auto", "--device", help="Device for feature extraction: auto, cpu, cuda[:N]."),
+    ensemble_rule: str | None = typer.Option(
+        None, "--ensemble-rule",
+        help="With --ensemble: how members are combined afterwards (mean-logit, mean-prob, rank; default: keep the "
+        "recorded rule); the ensemble's calibration is re-fitted on --valid-csv.",
+    ),
 ) -> None:
     """Re-fit each category's head row on its known labels (BP and/or GA), calibrate, report before/after."""
     from rich.table import Table
@@ -52,6 +57,12 @@ def cft_command(
     if (run is None) == (ensemble is None):
         raise ChexcftError("give exactly one of --run RUN_DIR or --ensemble DIR")
     members = [run] if run is not None else load_ensemble(ensemble)
+    if ensemble_rule is not None:
+        from chexcft.combination import check_rule
+
+        if ensemble is None:
+            raise ChexcftError("--ensemble-rule needs --ensemble DIR")
+        check_rule(ensemble_rule)
     settings = resolve_device(device)
     for member in members:
         tuner = CategoryWiseFineTuner(method=method, optimizer=optimizer, metric=metric, loss=loss, max_steps=max_steps,
@@ -77,3 +88,9 @@ def cft_command(
         if not summary["held_out"]:
             console.print(f"[yellow]{summary['note']}[/]")
         console.print(f"wrote {out}")
+    if ensemble is not None:
+        from chexcft.combination import calibrate_ensemble
+
+        combination = calibrate_ensemble(ensemble, valid_csv, root, ensemble_rule, device=device)
+        console.print(f"ensemble {ensemble}: members combined by {combination.rule}, calibration re-fitted on "
+                      f"{valid_csv} (recorded in ensemble.json)", soft_wrap=True, highlight=False)

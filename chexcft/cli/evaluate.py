@@ -13,7 +13,7 @@ from chexcft.evaluation.aggregate import AGGREGATIONS, load_groundtruth, load_pr
 from chexcft.fileio import atomic_write_json
 
 # Spelled out here so that importing the CLI does not import Nevergrad (chexcft.evaluation.ensembles.ENSEMBLES).
-_ENSEMBLE_NAMES = "mean,rank,weighted"
+_ENSEMBLE_NAMES = "mean,mean-logit,rank,weighted"
 
 
 @app.command("evaluate")
@@ -24,7 +24,8 @@ def evaluate_command(
                                            help="Prediction CSV(s); more files may follow the first."),
     more: Optional[list[Path]] = typer.Argument(None, exists=True, dir_okay=False, show_default=False,
                                                 help="Further prediction CSVs."),
-    ensemble: str = typer.Option("", "--ensemble", help=f"Comma-separated ensembles: {_ENSEMBLE_NAMES}."),
+    ensemble: str = typer.Option("", "--ensemble", help=f"Comma-separated ensembles: {_ENSEMBLE_NAMES}. mean-logit of `chexcft predict "
+                                "--uncalibrated` member files is an ensemble directory's default rule."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap replicates (0: no intervals)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the weighted ensemble's folds."),
     folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds of the weighted ensemble."),
