@@ -139,7 +139,7 @@ class Combination:
             "rule": self.rule,
             "observations": list(self.observations),
             "calibration": self.calibration.to_dict() if self.calibration is not None else None,
-            "reference": {name: [np.asarray(r, dtype=np.float64).round(7).tolist() for r in refs]
+            "reference": {name: [np.asarray(r, dtype=np.float64).tolist() for r in refs]
                           for name, refs in self.reference.items()} or None,
             "members": list(self.members),
             "heads": list(self.heads),
