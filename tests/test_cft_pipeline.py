@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("cft_run")
     try:
-        from chexcft.data.demo import demo_csv, demo_root
+        from chexcft.demo.data import demo_csv, demo_root
 
         sources = {split: demo_csv(split) for split in ("train", "valid", "test")}
         root = demo_root()

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from chexcft.data import read_table
-from chexcft.data.demo import demo_csv, demo_root
+from chexcft.demo.data import demo_csv, demo_root
 from chexcft.demo import STATE_FILE, run_demo
 from chexcft.errors import ChexcftError
 from chexcft.runs import load_run

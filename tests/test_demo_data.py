@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from chexcft.data import missing_files, read_chexpert_csv
-from chexcft.data.demo import (
+from chexcft.demo.data import (
     RELEASE,
     SPLITS,
     UNCERTAIN_IF_POSITIVE,

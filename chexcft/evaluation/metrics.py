@@ -66,3 +66,11 @@ def weighted_auc(y: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.n
     w_pos = weights[:, pos].astype(np.float64)
     pairs = (w_pos * (cum[:, below] + cum[:, below_or_tied])).sum(axis=1) / 2.0
     return pairs / (w_pos.sum(axis=1) * w_neg.sum(axis=1))
+
+
+MIN_CLASS_COUNT = 10  # fewer held-out positives (or negatives) than this: the AUC is flagged, no interval shown
+
+
+def is_reliable(n_pos: int, n_neg: int, minimum: int = MIN_CLASS_COUNT) -> bool:
+    """Whether an AUC on n_pos positives and n_neg negatives is precise enough to report with an interval."""
+    return int(n_pos) >= minimum and int(n_neg) >= minimum
