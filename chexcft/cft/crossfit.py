@@ -33,6 +33,8 @@ class CrossFitResult:
     before: np.ndarray  # (n, C) out-of-fold logits of the trained head
     after: np.ndarray  # (n, C) out-of-fold logits of each fold's CFT head
     folds: np.ndarray  # (n,) the fold that held each image out
+    truth: np.ndarray  # (n, C) the evaluation labels (1/0, NaN unknown)
+    groups: list[str] = field(default_factory=list)  # the patient of each image
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -126,7 +128,7 @@ def cross_fit_cft(
                 "patients": int(np.unique(np.asarray([str(g) for g in groups])).size), "level": LEVEL,
                 "min_class_count": MIN_CLASS_COUNT, "tuner": dict(tuner_params or {}),
                 "interval": "patient-cluster bootstrap of the paired gain (same replicates for both heads)"}
-    return CrossFitResult(table, before, after, folds, settings)
+    return CrossFitResult(table, before, after, folds, true_labels, [str(g) for g in groups], settings)
 
 
 def cross_fit_run(

@@ -1,16 +1,23 @@
-"""The end-to-end demo on the bundled data: cache -> ensemble -> CFT -> held-out evaluation -> submission -> report.
+"""The end-to-end demo on the bundled data: cache -> ensemble -> CFT -> external evaluation -> cross-fit -> submission
+-> report.
 
-Every stage calls the library (chexcft.data.cache, chexcft.ensemble, chexcft.cft, chexcft.predict,
-chexcft.evaluation, chexcft.submission, chexcft.report). Re-running reuses what is finished (the cache, trained
-members, CFT heads) unless `fresh=True`; evaluation, submission and report are recomputed every time (seconds).
+Members train on data/demo (NIH1000: train, best epoch on valid). CFT re-fits each member's head rows on the
+known train labels (significance gate on valid), and the ensemble's rule and calibration are fitted on valid
+(chexcft.combination). Held-out numbers are on data/nih617, an external set of 617 other patients: every member
+and the ensemble before and after CFT, on all findings that both sides have. The cross-fit stage
+(chexcft.cft.crossfit) measures CFT's own gain with an interval over every real image the backbone never trained
+on (NIH1000 test + nih617), each image scored by a CFT head fitted without its patient.
+
+Every stage calls the library. Re-running reuses what is finished (the cache, trained members, CFT heads, the
+cross-fit) unless `fresh=True`; evaluation, submission and report are recomputed every time (seconds).
 
 Layout of OUT (default runs/demo):
     demo.json                      the settings (a re-run with other settings needs --fresh) and stage timings
-    cache/<size>px/                the preprocessing cache (train, valid and test images)
-    ensemble/ensemble.json         the ensemble; members in ensemble/member-i (run directories, with cft/)
-    predictions/                   test-split image predictions per member, before and after CFT
-    evaluation/                    test-split AUC rows (JSON) before and after CFT
-    submission/test_submission.csv competition-format submission for the test split (scorer-checked)
+    cache/<size>px/                the preprocessing cache (NIH1000 and nih617 images)
+    ensemble/ensemble.json         the ensemble (members, rule, its calibration); members in ensemble/member-i
+    predictions/                   nih617 predictions of the ensemble (chexcft predict's layout)
+    evaluation/                    nih617 AUC rows (JSON) before and after CFT; cross-fit rows
+    submission/test_submission.csv competition-format submission for NIH1000 test (scorer-checked)
     report.md, plots/*.png         the report
 """
 
@@ -31,11 +38,13 @@ import pandas as pd
 
 from chexcft.errors import ChexcftError
 from chexcft.fileio import atomic_write_json, read_json
-from chexcft.schema import COMPETITION_TASKS
+from chexcft.schema import COMPETITION_TASKS, OBSERVATIONS
 
 STATE_FILE = "demo.json"
-STAGES: tuple[str, ...] = ("prepare", "train", "cft", "evaluate", "submit", "report")
-DEFAULT_POLICIES: tuple[str, ...] = ("U-Ones", "U-Zeros", "U-Ignore")
+STAGES: tuple[str, ...] = ("prepare", "train", "cft", "evaluate", "cross-fit", "submit", "report")
+# Member specs, passed to train_ensemble unchanged (a policy, or what chexcft.ensemble.member_configs parses).
+DEFAULT_MEMBERS: tuple[str, ...] = ("U-Ones", "U-Zeros", "U-Ignore")
+QUICK_CFT: dict[str, Any] = {"max_steps": 40, "patience": 10, "population": 8}
 Echo = Callable[[str], None]
 
 
@@ -44,7 +53,7 @@ class DemoSettings:
     """Every setting of a demo run (stored in OUT/demo.json; a re-run must match them or pass fresh=True)."""
 
     members: int = 3
-    policies: tuple[str, ...] = DEFAULT_POLICIES
+    policies: tuple[str, ...] = DEFAULT_MEMBERS
     arch: str = "densenet121"
     image_size: int = 64
     epochs: int = 3
@@ -52,48 +61,88 @@ class DemoSettings:
     lr: float = 1e-3
     seed: int = 0
     cft_method: str = "both"
-    cft_max_steps: int = 1000
-    cft_patience: int = 150
-    cft_population: int = 50
+    cft_params: tuple[tuple[str, Any], ...] = ()  # CategoryWiseFineTuner settings beyond its defaults
+    ensemble_rule: str = "mean-logit"
+    cross_fit: int = 5
     bootstrap: int = 1000
     quick: bool = False
 
     @classmethod
-    def for_run(cls, members: int = 3, image_size: int | None = None, epochs: int | None = None,
-                quick: bool = False) -> DemoSettings:
+    def for_run(cls, members: int | None = None, image_size: int | None = None, epochs: int | None = None,
+                quick: bool = False, policies: Sequence[str] | None = None, rule: str | None = None) -> DemoSettings:
         """The full demo's settings, or --quick's (tiny architecture, 1 epoch, small CFT and bootstrap budgets)."""
+        from chexcft.combination import check_rule
+
         if quick:
-            base = cls(arch="tiny", image_size=32, epochs=1, batch_size=64, cft_max_steps=40, cft_patience=10,
-                       cft_population=8, bootstrap=100, quick=True)
+            base = cls(arch="tiny", image_size=32, epochs=1, batch_size=64, cft_params=tuple(QUICK_CFT.items()),
+                       cross_fit=2, bootstrap=100, quick=True)
         else:
             base = cls()
-        changes: dict[str, Any] = {"members": int(members)}
+        changes: dict[str, Any] = {}
+        if policies:
+            changes["policies"] = tuple(str(p) for p in policies)
+        changes["members"] = int(members) if members is not None else len(changes.get("policies", base.policies))
         if image_size is not None:
             changes["image_size"] = int(image_size)
         if epochs is not None:
             changes["epochs"] = int(epochs)
+        if rule is not None:
+            changes["ensemble_rule"] = check_rule(rule)
         settings = dataclasses.replace(base, **changes)
         if settings.members < 1:
             raise ChexcftError(f"--members must be at least 1, got {settings.members}")
         return settings
 
     def member_policies(self) -> list[str]:
-        """The uncertainty policy of each member (cycled)."""
+        """The member spec of each member (cycled)."""
         return [self.policies[i % len(self.policies)] for i in range(self.members)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
         data = dataclasses.asdict(self)
         data["policies"] = list(self.policies)
+        data["cft_params"] = dict(self.cft_params)
         return data
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """The bundled data: NIH1000's root and split CSVs, and the external set's root and CSV."""
+
+    root: Path
+    train_csv: Path
+    valid_csv: Path
+    test_csv: Path
+    external_root: Path
+    external_csv: Path
+
+    @classmethod
+    def bundled(cls) -> DemoData:
+        """data/demo and data/nih617 of this checkout."""
+        from chexcft.demo.data import demo_csv, demo_root, external_csv, external_root
+
+        return cls(demo_root(), demo_csv("train"), demo_csv("valid"), demo_csv("test"), external_root(), external_csv())
+
+
+@dataclass
+class Evaluation:
+    """Held-out AUC rows (chexcft.evaluation rows) before and after CFT, and the aligned score tables."""
+
+    tasks: tuple[str, ...]
+    before: list[dict[str, Any]]
+    after: list[dict[str, Any]]
+    before_table: Any
+    after_table: Any
+    coverage: pd.DataFrame  # per finding: predicted by the members? labelled in the external set? evaluated?
 
 
 @dataclass
 class DemoResult:
-    """Where everything the demo wrote is, the held-out AUC rows before and after CFT, and stage timings."""
+    """Where everything the demo wrote is, the held-out rows, the cross-fit and stage timings."""
 
     out: Path
     settings: DemoSettings
+    data: DemoData
     report: Path
     submission: Path
     ensemble: Path
@@ -102,33 +151,27 @@ class DemoResult:
     evaluation: dict[str, Path]
     predictions: dict[str, Path]
     plots: dict[str, Path]
-    before: list[dict[str, Any]]
-    after: list[dict[str, Any]]
+    external: Evaluation
+    crossfit: dict[str, Any]
+    combination: Any
     view_command: str
     seconds: dict[str, float] = field(default_factory=dict)
     reused: dict[str, bool] = field(default_factory=dict)
 
     @property
+    def before(self) -> list[dict[str, Any]]:
+        """External AUC rows before CFT (members, then the ensemble)."""
+        return self.external.before
+
+    @property
+    def after(self) -> list[dict[str, Any]]:
+        """External AUC rows after CFT."""
+        return self.external.after
+
+    @property
     def total_seconds(self) -> float:
         """Wall time of all stages."""
         return float(sum(self.seconds.values()))
-
-
-@dataclass(frozen=True)
-class DemoData:
-    """The bundled data: root and the three split CSVs."""
-
-    root: Path
-    train_csv: Path
-    valid_csv: Path
-    test_csv: Path
-
-    @classmethod
-    def bundled(cls) -> DemoData:
-        """data/demo of this checkout."""
-        from chexcft.demo.data import demo_csv, demo_root
-
-        return cls(demo_root(), demo_csv("train"), demo_csv("valid"), demo_csv("test"))
 
 
 def _echo_default(message: str) -> None:
@@ -182,14 +225,9 @@ def _member_progress(total: int, description: str, enabled: bool) -> Any:
     return bar
 
 
-def _advance(bar: Any) -> None:
+def _advance(bar: Any, description: str | None = None) -> None:
     if bar is not None:
-        bar.update(bar.task_ids[0], advance=1)
-
-
-def _describe(bar: Any, description: str) -> None:
-    if bar is not None:
-        bar.update(bar.task_ids[0], description=description)
+        bar.update(bar.task_ids[0], advance=1, **({"description": description} if description else {}))
 
 
 def _stop(bar: Any) -> None:
@@ -205,102 +243,262 @@ def _has_cft(run_dir: Path) -> bool:
     return paths.cft_head.is_file() and paths.calibration.is_file() and (paths.root / "cft" / "report.json").is_file()
 
 
-def _run_cft(member: Path, data: DemoData, settings: DemoSettings, progress: bool) -> Path:
-    """run_cft with the demo's budgets; the test split is passed so cft/report.csv carries held-out gains too."""
+def _tuner(settings: DemoSettings) -> Any:
     from chexcft.cft import CategoryWiseFineTuner
+
+    return CategoryWiseFineTuner(method=settings.cft_method, seed=settings.seed, **dict(settings.cft_params))
+
+
+def _run_cft(member: Path, data: DemoData, settings: DemoSettings) -> Path:
+    """run_cft: known train labels, gate on valid; nih617 is the held-out split of cft/report.csv."""
     from chexcft.cft.pipeline import run_cft
 
-    tuner = CategoryWiseFineTuner(
-        method=settings.cft_method, max_steps=settings.cft_max_steps, patience=settings.cft_patience,
-        population=settings.cft_population, seed=settings.seed,
-    )
-    return run_cft(member, data.train_csv, data.valid_csv, data.root, data.test_csv, method=settings.cft_method,
-                   tuner=tuner, n_boot=settings.bootstrap, seed=settings.seed, progress=progress)
+    # root None: each CSV's root is inferred from its location (NIH1000's and nih617's differ)
+    return run_cft(member, data.train_csv, data.valid_csv, None, data.external_csv, method=settings.cft_method,
+                   tuner=_tuner(settings), n_boot=settings.bootstrap, seed=settings.seed)
 
 
-def _predict_members(members: Sequence[Path], table: pd.DataFrame, out: Path, progress: bool) -> dict[str, Path]:
-    """Image-level test predictions of every member, with and without its CFT head and calibration."""
-    from chexcft.predict import predict_table, write_predictions
+def _logits(member: Path, csv: Path, root: Path, head: str) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
+    """A member's logits (n, C) on a CSV's images from its cached features: the trained head or the CFT head."""
+    from chexcft.cft.pipeline import split_features
+    from chexcft.runs import load_weights, run_paths
 
-    written: dict[str, Path] = {}
-    bar = _member_progress(2 * len(members), "predicting the test split", progress)
-    try:
-        for member in members:
-            for stage, use_cft in (("before", False), ("after", True)):
-                result = predict_table(table, [member], use_cft=use_cft, batch_size=64, progress=False)
-                if result.n_failed:
-                    raise ChexcftError(f"{result.n_failed} test images could not be read: {result.failures.iloc[0].tolist()}")
-                path, _ = write_predictions(result, out / f"test_{member.name}_{stage}_cft.csv")
-                written[f"{member.name}/{stage}"] = path
-                _advance(bar)
-    finally:
-        _stop(bar)
-    return written
+    split = split_features(member, csv, None)  # root inferred, as run_cft's exports (one feature file per CSV)
+    if head == "cft":
+        tensors = load_weights(run_paths(member).cft_head)
+        weight, bias = tensors["weight"].numpy(), tensors["bias"].numpy()
+    else:
+        weight, bias = split.weight, split.bias
+    return split.features.astype(np.float64) @ weight.T.astype(np.float64) + bias, split.observations, split.paths
 
 
-def _evaluate(groundtruth: pd.DataFrame, predictions: dict[str, Path], members: Sequence[Path], stage: str,
-              settings: DemoSettings) -> tuple[list[dict[str, Any]], Any]:
-    """AUC rows (members + mean ensemble) of one stage on the test split, and the aligned score table."""
-    from chexcft.evaluation import evaluate_table, load_predictions, score_table
+def _member_logits(members: Sequence[Path], csv: Path, root: Path, head: str) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
+    parts = [_logits(m, csv, root, head) for m in members]
+    if any(p[2] != parts[0][2] for p in parts):
+        raise ChexcftError(f"{csv}: the members' feature exports list different images")
+    return np.stack([p[0] for p in parts]), parts[0][1], parts[0][2]
 
-    tables = {member.name: load_predictions(predictions[f"{member.name}/{stage}"]) for member in members}
-    table = score_table(groundtruth, tables, ensembles=("mean",), seed=settings.seed)
+
+def external_tasks(observations: Sequence[str], truth: pd.DataFrame) -> tuple[tuple[str, ...], pd.DataFrame]:
+    """The findings evaluated on the external set (predicted, labelled, both classes present) and a coverage table."""
+    from chexcft.data.nih import NIH_TO_CHEXPERT
+
+    rows = []
+    for name in OBSERVATIONS:
+        values = truth[name] if name in truth.columns else pd.Series(dtype=float)
+        n_pos, n_neg = int((values == 1).sum()), int((values == 0).sum())
+        predicted, labelled = name in observations, bool(n_pos + n_neg)
+        reason = ("" if predicted and labelled and n_pos and n_neg else
+                  "no NIH finding maps to it: the external set has no label" if not labelled else
+                  "the members do not predict it" if not predicted else "one class absent")
+        rows.append({"finding": name, "NIH source": ", ".join(k for k, v in NIH_TO_CHEXPERT.items() if v == name) or "-",
+                     "predicted": predicted, "positives": n_pos, "negatives": n_neg,
+                     "evaluated": not reason, "note": reason})
+    for nih, mapped in NIH_TO_CHEXPERT.items():
+        if mapped is None:
+            rows.append({"finding": f"({nih})", "NIH source": nih, "predicted": False, "positives": None,
+                         "negatives": None, "evaluated": False,
+                         "note": "NIH finding with no CheXpert counterpart: the members cannot predict it"})
+    coverage = pd.DataFrame(rows)
+    return tuple(coverage.loc[coverage["evaluated"], "finding"]), coverage
+
+
+def _score_rows(truth: pd.DataFrame, scores: dict[str, np.ndarray], observations: Sequence[str],
+                tasks: tuple[str, ...], settings: DemoSettings) -> tuple[list[dict[str, Any]], Any]:
+    """chexcft.evaluation rows for every named (n, C) score set against the external truth (one image per study)."""
+    from chexcft.evaluation import evaluate_table, score_table
+    from chexcft.keys import study_key
+
+    columns = [list(observations).index(t) for t in tasks]
+    frames = {}
+    for name, values in scores.items():
+        frame = pd.DataFrame(values[:, columns], columns=list(tasks))
+        frame.insert(0, "Study", truth["Path"].astype(str).map(study_key).to_numpy())
+        frames[name] = frame
+    groundtruth = pd.concat([frames[next(iter(frames))][["Study"]], truth[list(tasks)].reset_index(drop=True)], axis=1)
+    table = score_table(groundtruth, frames, ensembles=(), tasks=tasks, seed=settings.seed)
     rows = evaluate_table(table, bootstrap=settings.bootstrap, seed=settings.seed)
+    for row in rows:
+        _flag_reliability(row)
     return rows, table
 
 
+def _flag_reliability(row: dict[str, Any]) -> None:
+    """Mark findings with < MIN_CLASS_COUNT positives or negatives unreliable and drop their interval."""
+    from chexcft.evaluation.metrics import is_reliable
+
+    negatives = {task: row["n_studies"] - n for task, n in row["positives"].items()}
+    row["reliable"] = {task: is_reliable(row["positives"][task], negatives[task]) for task in row["positives"]}
+    for task, ok in row["reliable"].items():
+        if not ok:
+            row["ci"][task] = [None, None]
+            row["delong_ci"][task] = [None, None]
+    # the radiologists' points are CheXpert's, not NIH's: counting them against NIH images would mean nothing
+    row["radiologists_below"] = {task: None for task in row["radiologists_below"]}
+
+
+def _external_evaluation(members: Sequence[Path], combination: Any, data: DemoData, settings: DemoSettings,
+                         out: Path) -> Evaluation:
+    """Members and the ensemble (its rule) before and after CFT on nih617, every finding both sides have."""
+    from chexcft.combination import fit_combination
+    from chexcft.data import read_table
+
+    truth = read_table(data.external_csv, data.external_root).reset_index(drop=True)
+    before, observations, paths = _member_logits(members, data.external_csv, data.external_root, "trained")
+    after, _, _ = _member_logits(members, data.external_csv, data.external_root, "cft")
+    if list(paths) != truth["Path"].astype(str).tolist():
+        raise ChexcftError(f"{data.external_csv}: feature rows do not follow the CSV (unreadable images?)")
+    tasks, coverage = external_tasks(observations, truth)
+    valid_before, _, _ = _member_logits(members, data.valid_csv, data.root, "trained")
+    valid_truth = read_table(data.valid_csv, data.root)[list(observations)].to_numpy(dtype=np.float64)
+    # before CFT the same rule is fitted on the trained heads' validation logits
+    rule_before = fit_combination(valid_before, valid_truth, observations, combination.rule)
+    sets = {}
+    for stage, logits, rule in (("before", before, rule_before), ("after", after, combination)):
+        scores = {member.name: 1.0 / (1.0 + np.exp(-logits[m])) for m, member in enumerate(members)}
+        scores["ensemble"] = rule.proba(logits, observations)
+        sets[stage] = _score_rows(truth, scores, observations, tasks, settings)
+    atomic_write_json(out / "evaluation" / "external_before_cft.json", sets["before"][0])
+    atomic_write_json(out / "evaluation" / "external_after_cft.json", sets["after"][0])
+    return Evaluation(tasks, sets["before"][0], sets["after"][0], sets["before"][1], sets["after"][1], coverage)
+
+
+def partial_labels(truth: np.ndarray, observations: Sequence[str], seed: int = 0) -> np.ndarray:
+    """CFT's fitting labels for the cross-fit: the demo's partial-label protocol on the true labels, 1/0 known only."""
+    from chexcft.cft.pipeline import cft_labels
+    from chexcft.demo.data import hide_labels
+
+    frame = pd.DataFrame(np.nan, index=range(truth.shape[0]), columns=list(OBSERVATIONS))
+    for c, name in enumerate(observations):
+        if name in frame.columns:
+            frame[name] = truth[:, c]
+    hidden = hide_labels(frame, seed)
+    return cft_labels(hidden[list(observations)].to_numpy(dtype=np.float64))
+
+
+def _cross_fit(members: Sequence[Path], combination: Any, data: DemoData, settings: DemoSettings, out: Path,
+               progress: bool) -> tuple[dict[str, Any], bool]:
+    """Cross-fitted CFT per member over NIH1000 test + nih617, and the ensemble's cross-fitted gain (its rule)."""
+    from chexcft.cft.crossfit import cluster_weights, cross_fit_run
+    from chexcft.combination import fit_combination
+    from chexcft.data import read_table
+    from chexcft.evaluation.metrics import is_reliable, roc_auc, weighted_auc
+
+    target = out / "evaluation" / "crossfit.json"
+    if target.is_file():
+        stored = read_json(target)
+        if stored.get("members") == [m.name for m in members] and all((m / "cft" / "crossfit.csv").is_file() for m in members):
+            return stored, True
+    pool = [(data.test_csv, None), (data.external_csv, None)]
+    bar = _member_progress(len(members), "cross-fit", progress)
+    results = []
+    try:
+        for member in members:
+            results.append(cross_fit_run(
+                member, pool, data.valid_csv, None, k=settings.cross_fit, seed=settings.seed,
+                n_boot=settings.bootstrap, fit_labels=lambda y, o: partial_labels(y, o, settings.seed),
+                tuner_params={"method": settings.cft_method, **dict(settings.cft_params)},
+            ))
+            _advance(bar)
+    finally:
+        _stop(bar)
+    first = results[0]
+    observations = tuple(first.table["observation"])
+    valid_truth = read_table(data.valid_csv, data.root)[list(observations)].to_numpy(dtype=np.float64)
+    valid_before, _, _ = _member_logits(members, data.valid_csv, data.root, "trained")
+    rule_before = fit_combination(valid_before, valid_truth, observations, combination.rule)
+    # the folds' heads differ from the pipeline's CFT head, so the rank reference is re-read from their own logits
+    oof_after = np.stack([r.after for r in results])
+    rule_after = fit_combination(oof_after, np.full(oof_after.shape[1:], np.nan), observations, combination.rule)
+    ens_before = rule_before.scores(np.stack([r.before for r in results]), observations)
+    ens_after = rule_after.scores(oof_after, observations)
+    weights = cluster_weights(first.groups, settings.bootstrap, settings.seed)
+    ensemble_rows = []
+    for c, name in enumerate(observations):
+        y = first.truth[:, c]
+        known = np.isin(y, (0.0, 1.0))
+        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+        row: dict[str, Any] = {"observation": name, "n_pos": n_pos, "n_neg": n_neg,
+                               "reliable": is_reliable(n_pos, n_neg)}
+        if n_pos and n_neg:
+            row["auc_before"] = roc_auc(y[known], ens_before[known, c])
+            row["auc_after"] = roc_auc(y[known], ens_after[known, c])
+            row["gain"] = row["auc_after"] - row["auc_before"]
+            if row["reliable"]:
+                w = weights[:, known]
+                gains = weighted_auc(y[known], ens_after[known, c], w) - weighted_auc(y[known], ens_before[known, c], w)
+                finite = gains[np.isfinite(gains)]
+                row["gain_ci"] = [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
+        ensemble_rows.append(row)
+    summary = {
+        "members": [m.name for m in members],
+        "settings": first.settings,
+        "per_member": {m.name: r.table.replace({np.nan: None}).to_dict(orient="records") for m, r in zip(members, results)},
+        "ensemble": ensemble_rows,
+        "ensemble_rule": combination.rule,
+    }
+    from chexcft.cft.pipeline import _finite
+
+    atomic_write_json(target, _finite(summary))
+    return read_json(target), False
+
+
 def view_command(ensemble: Path, data: DemoData) -> str:
-    """The `chexcft view` command that opens the viewer on the demo's ensemble and test split."""
+    """The `chexcft view` command that opens the viewer on the demo's ensemble and the external set."""
     return shlex.join([
-        "chexcft", "view", "--model", str(ensemble), "--data", str(data.test_csv), "--root", str(data.root),
-        "--groundtruth", str(data.test_csv),
+        "chexcft", "view", "--model", str(ensemble), "--data", str(data.external_csv), "--root",
+        str(data.external_root), "--groundtruth", str(data.external_csv),
     ])
 
 
 def run_demo(
     out: str | Path = "runs/demo",
     fresh: bool = False,
-    members: int = 3,
+    members: int | None = None,
     image_size: int | None = None,
     epochs: int | None = None,
     quick: bool = False,
     *,
+    policies: Sequence[str] | None = None,
+    rule: str | None = None,
     progress: bool = True,
     echo: Echo | None = None,
     data: DemoData | None = None,
 ) -> DemoResult:
-    """Run (or finish) the whole demo into `out` and return where everything is, with the held-out AUC rows."""
+    """Run (or finish) the whole demo into `out` and return where everything is, with the held-out rows."""
+    from chexcft.combination import calibrate_ensemble, read_combination
     from chexcft.data import read_table
     from chexcft.data.cache import build_cache
     from chexcft.ensemble import load_ensemble, train_ensemble
-    from chexcft.evaluation import load_groundtruth
+    from chexcft.predict import predict_table, write_predictions
     from chexcft.submission import check_submission, read_submission, submit
     from chexcft.train import TrainConfig, is_finished
 
     echo = echo or _echo_default
-    settings = DemoSettings.for_run(members, image_size, epochs, quick)
+    settings = DemoSettings.for_run(members, image_size, epochs, quick, policies, rule)
     data = data or DemoData.bundled()
     out = Path(out).expanduser().resolve()
     state = _reset_out(out, fresh, settings)
     seconds: dict[str, float] = {}
     reused: dict[str, bool] = {}
 
-    # 1. the preprocessing cache of every image of the three splits (only new or changed files are read)
+    # 1. the preprocessing cache of every image (NIH1000's three splits and nih617; only new or changed files are read)
     started = time.perf_counter()
-    tables = {split: read_table(csv, data.root) for split, csv in
-              (("train", data.train_csv), ("valid", data.valid_csv), ("test", data.test_csv))}
+    tables = {split: read_table(csv, root) for split, csv, root in
+              (("train", data.train_csv, data.root), ("valid", data.valid_csv, data.root),
+               ("test", data.test_csv, data.root), ("external", data.external_csv, data.external_root))}
     cache_dir = out / "cache" / f"{settings.image_size}px"
     paths = [p for frame in tables.values() for p in frame["abs_path"]]
-    _stage_header(echo, 1, "prepare", f"{len(paths)} images -> {settings.image_size} px cache")
+    _stage_header(echo, 1, "prepare", f"{len(paths)} images (NIH1000 + nih617) -> {settings.image_size} px cache")
     built = build_cache(paths, cache_dir, settings.image_size, progress=progress)
     reused["prepare"] = built.n_read == 0
     echo(f"    {built.summary()}")
     seconds["prepare"] = time.perf_counter() - started
 
-    # 2. the ensemble: one member per uncertainty policy; finished members are skipped
+    # 2. the ensemble: one member per member spec (cycled); finished members are skipped
     started = time.perf_counter()
     ensemble_dir = out / "ensemble"
-    policies = settings.member_policies()
+    specs = settings.member_policies()
     base = TrainConfig(
         train_csv=str(data.train_csv), valid_csv=str(data.valid_csv), out=str(ensemble_dir / "member-0"),
         root=str(data.root), arch=settings.arch, image_size=settings.image_size, epochs=settings.epochs,
@@ -310,63 +508,75 @@ def run_demo(
     )
     done_before = [is_finished(ensemble_dir / f"member-{i}") for i in range(settings.members)]
     _stage_header(echo, 2, "train", f"{settings.members} x {settings.arch}, {settings.image_size} px, "
-                  f"{settings.epochs} epoch(s), policies {', '.join(policies)}"
+                  f"{settings.epochs} epoch(s), members {', '.join(specs)}"
                   + (f" ({sum(done_before)} already finished)" if any(done_before) else ""))
-    train_ensemble(settings.members, ensemble_dir, base, policies)
+    train_ensemble(settings.members, ensemble_dir, base, list(specs))
     member_dirs = load_ensemble(ensemble_dir)
     reused["train"] = all(done_before)
     seconds["train"] = time.perf_counter() - started
 
-    # 3. CFT on each member: BP and GA on the known train labels, selection and calibration on valid
+    # 3. CFT on each member (known train labels, gate on valid), then the ensemble's rule and calibration on valid
     started = time.perf_counter()
     todo = [m for m in member_dirs if not _has_cft(m)]
     _stage_header(echo, 3, "cft", f"method {settings.cft_method} on {len(member_dirs)} member(s)"
-                  + (f" ({len(member_dirs) - len(todo)} already done)" if len(todo) < len(member_dirs) else ""))
+                  + (f" ({len(member_dirs) - len(todo)} already done)" if len(todo) < len(member_dirs) else "")
+                  + f"; ensemble rule {settings.ensemble_rule}, calibrated on valid")
     bar = _member_progress(len(todo), "CFT", progress and bool(todo))
     try:
         for member in todo:
-            _describe(bar, f"CFT {member.name}")
-            _run_cft(member, data, settings, progress=False)
+            _run_cft(member, data, settings)
             _advance(bar)
     finally:
         _stop(bar)
+    combination = read_combination(ensemble_dir)
+    if todo or combination.rule != settings.ensemble_rule or combination.calibration is None:
+        combination = calibrate_ensemble(ensemble_dir, data.valid_csv, data.root, settings.ensemble_rule)
     reused["cft"] = not todo
     seconds["cft"] = time.perf_counter() - started
 
-    # 4. held-out evaluation on test: each member and the mean ensemble, before and after CFT
+    # 4. external held-out evaluation on nih617: members and the ensemble before and after CFT, all shared findings
     started = time.perf_counter()
-    _stage_header(echo, 4, "evaluate", f"{len(tables['test'])} held-out test images, {settings.bootstrap} bootstrap replicates")
-    predictions = _predict_members(member_dirs, tables["test"], out / "predictions", progress)
-    groundtruth = load_groundtruth(data.test_csv)
-    before, before_table = _evaluate(groundtruth, predictions, member_dirs, "before", settings)
-    after, after_table = _evaluate(groundtruth, predictions, member_dirs, "after", settings)
-    evaluation = {
-        "before": atomic_write_json(out / "evaluation" / "test_before_cft.json", before),
-        "after": atomic_write_json(out / "evaluation" / "test_after_cft.json", after),
-    }
+    _stage_header(echo, 4, "evaluate", f"{len(tables['external'])} external images (nih617), "
+                  f"{settings.bootstrap} bootstrap replicates")
+    external = _external_evaluation(member_dirs, combination, data, settings, out)
+    predicted = predict_table(tables["external"], [ensemble_dir], batch_size=64, progress=False)
+    if predicted.n_failed:
+        raise ChexcftError(f"{predicted.n_failed} external images could not be read: {predicted.failures.iloc[0].tolist()}")
+    path, _ = write_predictions(predicted, out / "predictions" / "external_ensemble.csv")
+    _check_same_numbers(predicted.predictions, external, path)
+    evaluation = {"before": out / "evaluation" / "external_before_cft.json",
+                  "after": out / "evaluation" / "external_after_cft.json"}
     seconds["evaluate"] = time.perf_counter() - started
 
-    # 5. the competition submission for the test split (the ensemble after CFT), checked like the scorer does
+    # 5. cross-fitted CFT over every image the backbone never trained on (NIH1000 test + nih617)
+    started = time.perf_counter()
+    _stage_header(echo, 5, "cross-fit", f"{settings.cross_fit} patient folds over NIH1000 test + nih617 "
+                  f"({len(tables['test']) + len(tables['external'])} images), per member")
+    crossfit, reused["cross-fit"] = _cross_fit(member_dirs, combination, data, settings, out, progress)
+    evaluation["crossfit"] = out / "evaluation" / "crossfit.json"
+    seconds["cross-fit"] = time.perf_counter() - started
+
+    # 6. the competition submission for NIH1000 test (the ensemble after CFT), checked like the scorer does
     started = time.perf_counter()
     submission_path = out / "submission" / "test_submission.csv"
-    _stage_header(echo, 5, "submit", f"{submission_path.relative_to(out)} (views combined by max)")
+    _stage_header(echo, 6, "submit", f"{submission_path.relative_to(out)} (NIH1000 test, views combined by max)")
     submit(data.test_csv, submission_path, [ensemble_dir], root=data.root, how="max", progress=progress)
     check_submission(read_submission(submission_path), tables["test"], name=str(submission_path))
     seconds["submit"] = time.perf_counter() - started
 
-    # 6. the report
+    # 7. the report
     started = time.perf_counter()
-    _stage_header(echo, 6, "report", str(out / "report.md"))
-    from chexcft.report import write_demo_report
+    _stage_header(echo, 7, "report", str(out / "report.md"))
+    from chexcft.demo.report import write_demo_report
 
-    command = view_command(ensemble_dir, data)
     result = DemoResult(
-        out=out, settings=settings, report=out / "report.md", submission=submission_path, ensemble=ensemble_dir,
-        members=list(member_dirs), cache=cache_dir, evaluation=evaluation, predictions=predictions, plots={},
-        before=before, after=after, view_command=command, seconds=seconds, reused=reused,
+        out=out, settings=settings, data=data, report=out / "report.md", submission=submission_path,
+        ensemble=ensemble_dir, members=list(member_dirs), cache=cache_dir, evaluation=evaluation,
+        predictions={"external ensemble": path}, plots={}, external=external, crossfit=crossfit,
+        combination=combination, view_command=view_command(ensemble_dir, data), seconds=seconds, reused=reused,
     )
     seconds["report"] = 0.0
-    result.plots = write_demo_report(result, data, before_table, after_table, policies)
+    result.plots = write_demo_report(result)
     seconds["report"] = time.perf_counter() - started
     state["stages"] = {name: {"seconds": round(seconds[name], 2), "reused": reused.get(name, False)} for name in seconds}
     state["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -374,17 +584,24 @@ def run_demo(
     return result
 
 
-def mean_auc_table(result: DemoResult) -> pd.DataFrame:
-    """Per model: mean held-out AUC before and after CFT (a small frame for printing)."""
+def _check_same_numbers(predictions: pd.DataFrame, external: Evaluation, path: Path) -> None:
+    """`chexcft predict` on the ensemble directory must give the numbers the evaluation scored (one rule)."""
+    scored = external.after_table.scores["ensemble"]
+    mine = predictions[list(external.tasks)].to_numpy(dtype=np.float64)
+    if mine.shape != scored.shape or not np.allclose(mine, scored, atol=1e-4):
+        worst = float(np.nanmax(np.abs(mine - scored))) if mine.shape == scored.shape else float("nan")
+        raise ChexcftError(f"{path}: predict's ensemble probabilities differ from the evaluated ones (max {worst:.2g})")
+
+
+def mean_auc_table(result: DemoResult, tasks: Sequence[str] = COMPETITION_TASKS) -> pd.DataFrame:
+    """Per model: mean external AUC over `tasks` before and after CFT (a small frame for printing)."""
     after = {row["name"]: row for row in result.after}
     rows = []
     for row in result.before:
         other = after.get(row["name"], {})
-        rows.append({
-            "model": row["name"],
-            **{f"{task} before": row["auc"].get(task) for task in COMPETITION_TASKS},
-            "mean before": row.get("mean_auc"),
-            **{f"{task} after": other.get("auc", {}).get(task) for task in COMPETITION_TASKS},
-            "mean after": other.get("mean_auc"),
-        })
-    return pd.DataFrame(rows).astype({"model": str}).replace({None: np.nan})
+        mean_before = np.nanmean([row["auc"].get(t) if row["auc"].get(t) is not None else np.nan for t in tasks])
+        mean_after = np.nanmean([other.get("auc", {}).get(t) if other.get("auc", {}).get(t) is not None else np.nan
+                                 for t in tasks])
+        rows.append({"model": row["name"], "mean before": mean_before, "mean after": mean_after,
+                     "change": mean_after - mean_before})
+    return pd.DataFrame(rows)

@@ -80,6 +80,9 @@ def task_table(before: Rows, after: Rows, tasks: Sequence[str] = COMPETITION_TAS
                 auc = current["auc"].get(task)
                 below = (current.get("radiologists_below") or {}).get(task)
                 radiologists = "" if below is None else f" ({below}/3)"
+                if (current.get("reliable") or {}).get(task) is False:  # too few of a class: no interval
+                    cells.append(f"{_fmt(auc)} (unreliable){radiologists}")
+                    continue
                 cells.append(f"{_fmt(auc)}{_interval((current.get('ci') or {}).get(task))}{radiologists}")
             lines.append(f"| {row['name']} | {stage} | " + " | ".join(cells) + f" | {_fmt(current.get('mean_auc'))} |")
     return "\n".join(lines)
