@@ -24,8 +24,8 @@ from chexcft.viewer.options import ViewerOptions, parse_viewer_args
 PAGES = ("Studies", "Performance", "Upload", "Export")
 SORT_LABELS = {"predicted probability": "probability", "disagreement with label": "disagreement", "study name": "study"}
 MEAN_OF_MEMBERS = "all models (mean)"
-CALIBRATED = "calibrated"  # after CFT and calibration (ensemble mean)
-RAW = "raw model"  # the trained head alone (ensemble mean)
+CALIBRATED = "calibrated"  # after CFT and calibration (an ensemble: its rule and its own calibration)
+RAW = "raw model"  # the trained head alone (an ensemble: combined by its rule, uncalibrated)
 
 
 # ---------------------------------------------------------------- cached loaders (all computing is in chexcft)
@@ -222,7 +222,9 @@ def predictions_panel(predictions: session.MemberPredictions, row: int, threshol
     config = {c: st.column_config.NumberColumn(format="%.3f", width="small") for c in value_columns}
     config.update({c: st.column_config.TextColumn(width="small") for c in table.columns if c.startswith("Decision")})
     st.dataframe(styled, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3, column_config=config)
-    members = " Other columns: each model's calibrated value; the ensemble is their mean."
+    rule = predictions.combination.rule if predictions.combination is not None else "mean-logit"
+    members = (f" Other columns: each model's own calibrated value; the ensemble combines the members' logits by "
+               f"{rule} and applies its own calibration.")
     st.caption(f"Calibrated = after CFT and Platt calibration (what `chexcft predict` writes); Raw model = the trained "
                f"head alone; Decision at threshold {threshold:.3g}"
                + ("." if isinstance(thresholds, float) else " (each finding at its own threshold).")
@@ -330,8 +332,11 @@ def performance_page(opts: ViewerOptions, models: session.ModelSet, predictions:
             st.pyplot(figure, clear_figure=True)
             st.dataframe(performance.reliability_table(labels, before, after, predictions.observations, chosen),
                          hide_index=True, width="stretch")
-            if all(run.calibration is None for run in models.runs):
-                st.caption("These runs have no calibration (run `chexcft cft`): before and after coincide.")
+            uncalibrated = (models.combination.calibration is None if models.combination is not None
+                            else models.runs[0].calibration is None)
+            if uncalibrated:
+                st.caption("No calibration fitted (run `chexcft cft`, or `chexcft calibrate-ensemble` for an "
+                           "ensemble): before and after coincide.")
     cft_section(models)
 
 
@@ -434,6 +439,9 @@ def main() -> None:
     cft = ", ".join(f"{n}: {'CFT + calibration' if r.calibration is not None else 'CFT' if r.has_cft else 'no CFT'}"
                     for n, r in zip(models.names, models.runs))
     st.sidebar.caption(f"Models: {cft}")
+    if models.combination is not None:
+        calibration = "its own calibration" if models.combination.calibration is not None else "no calibration"
+        st.sidebar.caption(f"Ensemble: members' logits combined by {models.combination.rule}, {calibration}")
     st.sidebar.caption(f"Data: {opts.data} · {len(table)} images · {table['Study'].nunique()} studies")
     if models.dropped:
         st.sidebar.caption("Not predicted by every model: " + ", ".join(models.dropped))

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from chexcft.combination import COMBINATION_KEY, ENSEMBLE_FILE, load_ensemble, read_manifest
 from chexcft.errors import ChexcftError, InvalidRunError
-from chexcft.fileio import atomic_write_json, read_json
+from chexcft.fileio import atomic_write_json
 from chexcft.training.config import TrainConfig
-from chexcft.training.loop import CONFIG_FILE, is_finished, train
+from chexcft.training.loop import is_finished, train
 from chexcft.training.progress import log
 
-ENSEMBLE_FILE = "ensemble.json"
+__all__ = ["ENSEMBLE_FILE", "load_ensemble", "member_configs", "member_dir_name", "train_ensemble"]
 
 
 def member_dir_name(index: int) -> str:
@@ -63,34 +64,14 @@ def train_ensemble(
         log(f"{label}: training into {config.out}", enabled=_is_main_process() and not config.quiet)
         train(config.replace(resume=True))
     if _is_main_process():
-        atomic_write_json(
-            directory / ENSEMBLE_FILE,
-            {
-                "members": [member_dir_name(i) for i in range(members)],
-                "seeds": [c.seed for c in configs],
-                "policies": [c.policy for c in configs],
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            },
-        )
+        manifest = {
+            "members": [member_dir_name(i) for i in range(members)],
+            "seeds": [c.seed for c in configs],
+            "policies": [c.policy for c in configs],
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        previous = read_manifest(directory).get(COMBINATION_KEY) if (directory / ENSEMBLE_FILE).is_file() else None
+        if previous and previous.get("members") == manifest["members"]:
+            manifest[COMBINATION_KEY] = previous  # same members: the fitted rule and calibration still apply
+        atomic_write_json(directory / ENSEMBLE_FILE, manifest)
     return directory
-
-
-def load_ensemble(directory: str | os.PathLike[str]) -> list[Path]:
-    """The member run directories of an ensemble (absolute), checked to exist and hold a config.json."""
-    directory = Path(directory).expanduser().resolve()
-    manifest = directory / ENSEMBLE_FILE
-    if not manifest.is_file():
-        raise InvalidRunError(f"{directory}: no {ENSEMBLE_FILE} (not an ensemble, or its training has not finished)")
-    try:
-        members = read_json(manifest)["members"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidRunError(f"{manifest}: unreadable ensemble manifest ({exc})") from None
-    paths = []
-    for name in members:
-        path = (directory / name).resolve()
-        if not (path / CONFIG_FILE).is_file():
-            raise InvalidRunError(f"{manifest}: member {name!r} has no {CONFIG_FILE} at {path}")
-        paths.append(path)
-    if not paths:
-        raise InvalidRunError(f"{manifest}: the ensemble lists no members")
-    return paths

@@ -13,7 +13,7 @@ from chexcft.evaluation.aggregate import AGGREGATIONS, UNCERTAIN_RULES, UNLABELL
 from chexcft.fileio import atomic_write_json
 
 # Spelled out here so that importing the CLI does not import Nevergrad (chexcft.evaluation.ensembles.ENSEMBLES).
-_ENSEMBLE_NAMES = "mean,rank,weighted"
+_ENSEMBLE_NAMES = "mean,mean-logit,rank,weighted"
 _KEY_HELP = ("Join column: Study (default; image rows with a Path are combined into studies), Path (per image), "
              "or any other column such as NIH's 'Image Index' (the default for NIH files).")
 _TASKS_HELP = ("Findings: competition (the five), all (every labelled ground-truth finding all files predict) or "
@@ -34,7 +34,8 @@ def evaluate_command(
                                    help=f"Blank ground-truth cells: {'/'.join(UNLABELLED_RULES)}."),
     uncertain: str = typer.Option("error", "--uncertain",
                                   help=f"Uncertain (-1) ground-truth cells: {'/'.join(UNCERTAIN_RULES)}."),
-    ensemble: str = typer.Option("", "--ensemble", help=f"Comma-separated ensembles: {_ENSEMBLE_NAMES}."),
+    ensemble: str = typer.Option("", "--ensemble", help=f"Comma-separated ensembles: {_ENSEMBLE_NAMES}. mean-logit of `chexcft predict "
+                                "--uncalibrated` member files is an ensemble directory's default rule."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap replicates (0: no intervals)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the weighted ensemble's folds."),
     folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds of the weighted ensemble."),

@@ -63,12 +63,16 @@ def predict_command(
     workers: int = typer.Option(0, "--workers", help="Image-reading loader processes."),
     which: str = typer.Option("best", "--which", help="Weights of each run: best or last."),
     no_cft: bool = typer.Option(False, "--no-cft", help="Ignore the runs' CFT head and calibration."),
+    uncalibrated: bool = typer.Option(
+        False, "--uncalibrated",
+        help="Leave out every calibration (after CFT, before calibration: what `evaluate --ensemble mean-logit` combines).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     decisions: bool = typer.Option(
         False, "--decisions", help="Add decision_<finding> (0/1) columns at the thresholds saved in the model's "
         "thresholds.json (`chexcft evaluate --operating-point ... --save-thresholds`)."),
 ) -> None:
-    """Predict every image of a table or folder (mean over models); exit 1 when any image is unreadable."""
+    """Predict every image of a table or folder (a run, or an ensemble by its rule); exit 1 when any is unreadable."""
     from chexcft.data import read_table
     from chexcft.predict import predict_table, write_predictions
 
@@ -76,7 +80,7 @@ def predict_command(
     table = read_table(input_path, root)
     result = predict_table(
         table, model, tta=tta, batch_size=batch_size, device=device, workers=workers,
-        which=which, use_cft=not no_cft, progress=not quiet,
+        which=which, use_cft=not no_cft, calibrated=not uncalibrated, progress=not quiet,
     )
     if result.rank != 0:
         raise typer.Exit(1 if result.n_failed else 0)

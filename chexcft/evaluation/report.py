@@ -1,7 +1,7 @@
 """`evaluate`: AUCs, bootstrap and DeLong intervals, radiologist counts and comparisons as JSON-ready rows.
 
 JSON layout: a list of rows, one per prediction file (named by its stem) then one per ensemble
-(named `ensemble-mean`, `ensemble-rank`, `ensemble-weighted`). Every row has `name`, `kind`,
+(named `ensemble-mean`, `ensemble-mean-logit`, `ensemble-rank`, `ensemble-weighted`). Every row has `name`, `kind`,
 `auc`, `mean_auc`, `ci`, `mean_auc_ci`, `delong_ci`, `radiologists_below`, `key`, `n_studies` (rows joined
 on `key`), `positives`, `negatives`, `reliable`, `bootstrap`. Undefined AUCs are null with the reason under
 `undefined`. A finding with fewer than MIN_CLASS_COUNT positives or negatives has `reliable` false, its reason
@@ -33,7 +33,14 @@ from chexcft.evaluation.bootstrap import (
     stratified_weights,
 )
 from chexcft.evaluation.delong import delong_interval, delong_test
-from chexcft.evaluation.ensembles import ENSEMBLES, CrossFit, cross_fit_weighted, mean_ensemble, rank_ensemble
+from chexcft.evaluation.ensembles import (
+    ENSEMBLES,
+    CrossFit,
+    cross_fit_weighted,
+    mean_ensemble,
+    mean_logit_ensemble,
+    rank_ensemble,
+)
 from chexcft.evaluation.findings import FindingMatch
 from chexcft.evaluation.metrics import (
     MIN_CLASS_COUNT,
@@ -96,6 +103,8 @@ def score_table(
             raise ChexcftError(f"a prediction file is named {name!r}, which clashes with the ensemble row")
         if kind == "mean":
             table.scores[name] = mean_ensemble(stack)
+        elif kind == "mean-logit":
+            table.scores[name] = mean_logit_ensemble(stack)
         elif kind == "rank":
             table.scores[name] = rank_ensemble(stack)
         else:

@@ -155,7 +155,7 @@ def reliability_table(labels: pd.DataFrame, before: np.ndarray, after: np.ndarra
 def reliability_figure(labels: pd.DataFrame, before: np.ndarray, after: np.ndarray, observations: Sequence[str],
                        findings: Sequence[str], bins: int = 10) -> Any:
     """A matplotlib figure: one reliability diagram per finding, before and after calibration."""
-    from chexcft.report import reliability_figure as named_curves_figure
+    from chexcft.evaluation.summary import reliability_figure as named_curves_figure
 
     columns = [list(observations).index(name) for name in findings]
     truth = labels[list(findings)].to_numpy(dtype=np.float64)
