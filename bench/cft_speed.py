@@ -154,12 +154,13 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--valid-rows", type=int, default=2000)
     parser.add_argument("--test-rows", type=int, default=10_000)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--max-steps", type=int, default=200, help="BP steps (and GA generations unless --ga-max-steps)")
-    parser.add_argument("--patience", type=int, default=20)
-    parser.add_argument("--ga-max-steps", type=int, default=20)
-    parser.add_argument("--ga-patience", type=int, default=8)
-    parser.add_argument("--optimizer", default="TwoPointsDE")
+    # Every CFT setting defaults to None = the estimator's own default: the bench measures what a user gets.
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--max-steps", type=int, default=None, help="BP steps (and GA generations unless --ga-max-steps)")
+    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--ga-max-steps", type=int, default=None)
+    parser.add_argument("--ga-patience", type=int, default=None)
+    parser.add_argument("--optimizer", default=None)
     parser.add_argument("--plain-cap", type=float, default=30.0, help="seconds per category for the plain GA loop")
     parser.add_argument("--plain-patience", type=int, default=300)
     parser.add_argument("--skip-plain", action="store_true")
@@ -173,8 +174,11 @@ def main() -> None:
           f"test {test.features.shape}, built in {time.perf_counter() - tic:.1f} s; peak RSS {peak_rss_gb():.2f} GB")
     names = list(OBSERVATIONS)
     y_train = synthetic.known_labels(train.raw)
-    common = dict(optimizer=args.optimizer, lr=args.lr, max_steps=args.max_steps, patience=args.patience,
-                  ga_max_steps=args.ga_max_steps, ga_patience=args.ga_patience, seed=args.seed, observations=names)
+    given = dict(optimizer=args.optimizer, lr=args.lr, max_steps=args.max_steps, patience=args.patience,
+                 ga_max_steps=args.ga_max_steps, ga_patience=args.ga_patience)
+    common = {k: v for k, v in given.items() if v is not None} | dict(seed=args.seed, observations=names)
+    print(f"CFT settings: estimator defaults{' with ' + str({k: v for k, v in given.items() if v is not None}) if any(v is not None for v in given.values()) else ''}; "
+          f"load average at the start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     runs: dict[str, tuple[CategoryWiseFineTuner, Timeline, float]] = {}
     cpu_seconds: dict[str, float] = {}

@@ -64,3 +64,20 @@ def test_metric_rows_uses_negatives_first_layout() -> None:
 def test_population_auc_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="do not match"):
         population_auc(np.zeros((3, 5)), np.zeros(4))
+
+
+def test_device_path_auc_and_ap_match_sklearn_on_cpu_tensors() -> None:
+    """The accelerator path (auc_torch, tensor ap_rows) is device-agnostic: checked here on CPU tensors, with ties."""
+    import torch
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from chexcft.cft.metrics import auc_torch, ap_rows
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.standard_normal((5, 300)), 1)
+    y = np.zeros(300, dtype=bool)
+    y[120:] = True
+    got = auc_torch(torch.from_numpy(scores), 120).numpy()
+    np.testing.assert_allclose(got, [roc_auc_score(y, s) for s in scores], atol=1e-12)
+    ap = ap_rows(torch.from_numpy(scores), torch.from_numpy(y)).numpy()
+    np.testing.assert_allclose(ap, [average_precision_score(y, s) for s in scores], atol=1e-12)
