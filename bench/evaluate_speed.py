@@ -39,12 +39,12 @@ NIH_TEST = REPO.parent / "shared" / "benchmarks" / "nih-test"
 PREVALENCE = (0.108, 0.026, 0.123, 0.176, 0.051, 0.060, 0.012, 0.049, 0.043, 0.018, 0.023, 0.016, 0.033, 0.002)
 
 
-def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+def load_data(seed: int, folder: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """Labels and scores (n, 14): the NIH reproduction when present, else synthetic data of that shape."""
-    if (NIH_TEST / "chexnet_predictions.csv").is_file():
+    if (folder / "chexnet_predictions.csv").is_file():
         from chexcft.evaluation.files import load_evaluation
 
-        inputs = load_evaluation(NIH_TEST / "groundtruth.csv", {"chexnet": NIH_TEST / "chexnet_predictions.csv"},
+        inputs = load_evaluation(folder / "groundtruth.csv", {"chexnet": folder / "chexnet_predictions.csv"},
                                  tasks="all")
         tasks = list(inputs.match.tasks)
         truth = inputs.groundtruth.set_index(inputs.key)
@@ -73,15 +73,15 @@ def baseline_loop(y: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.
     return out
 
 
-def whole_evaluate(seed: int, replicates: int) -> float | None:
+def whole_evaluate(seed: int, replicates: int, folder: Path) -> float | None:
     """Wall seconds of the in-process `chexcft evaluate` path on the NIH files (None when they are absent)."""
-    if not (NIH_TEST / "chexnet_predictions.csv").is_file():
+    if not (folder / "chexnet_predictions.csv").is_file():
         return None
     from chexcft.evaluation.files import load_evaluation
     from chexcft.evaluation.report import evaluate_table, score_table
 
     start = time.perf_counter()
-    inputs = load_evaluation(NIH_TEST / "groundtruth.csv", {"chexnet": NIH_TEST / "chexnet_predictions.csv"},
+    inputs = load_evaluation(folder / "groundtruth.csv", {"chexnet": folder / "chexnet_predictions.csv"},
                              tasks="all")
     table = score_table(inputs.groundtruth, inputs.predictions, ensembles=(), tasks=inputs.match.tasks,
                         key=inputs.key, match=inputs.match)
@@ -95,11 +95,12 @@ def main() -> None:
     parser.add_argument("--baseline-replicates", type=int, default=100,
                         help="replicates the sklearn loop runs (its time is scaled to --replicates)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nih-test", type=Path, default=NIH_TEST, help="the nih-test benchmark folder")
     parser.add_argument("--markdown", type=Path, help="write the markdown section here")
     args = parser.parse_args()
 
     load_start = os.getloadavg()[0]
-    y, scores, source = load_data(args.seed)
+    y, scores, source = load_data(args.seed, args.nih_test)
     weights, w_wall, w_cpu = timed(stratified_weights, y, args.replicates, args.seed)
     fast, b_wall, b_cpu = timed(bootstrap_aucs, y, scores, weights)
     chexcft_wall, chexcft_cpu = w_wall + b_wall, w_cpu + b_cpu
@@ -108,7 +109,7 @@ def main() -> None:
     scale = args.replicates / k
     base_wall, base_cpu = s_wall * scale, s_cpu * scale
     difference = float(np.nanmax(np.abs(slow - fast[:k])))
-    whole = whole_evaluate(args.seed, args.replicates)
+    whole = whole_evaluate(args.seed, args.replicates, args.nih_test)
     load_end = os.getloadavg()[0]
     n, t = y.shape
     scaled = "" if k == args.replicates else f" ({k} replicates run: {s_wall:.1f} s wall, scaled x{scale:g})"

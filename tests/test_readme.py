@@ -84,6 +84,10 @@ def test_every_readme_command_matches_the_cli() -> None:
     for tokens in invocations:
         command = group.commands.get(tokens[0])  # type: ignore[attr-defined]
         assert command is not None, f"README runs `chexcft {tokens[0]}`, which does not exist"
+        if hasattr(command, "commands"):  # a command group such as `chexcft convert mimic`
+            sub = command.commands.get(tokens[1])
+            assert sub is not None, f"README runs `chexcft {tokens[0]} {tokens[1]}`, which does not exist"
+            command, tokens = sub, [f"{tokens[0]} {tokens[1]}", *tokens[2:]]
         known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
         given = {token for token in tokens[1:] if token.startswith("-")}
         assert given <= known, f"`chexcft {tokens[0]}`: unknown option(s) {sorted(given - known)}"
