@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.io_builders import png_16bit, png_chunk
+
 Seeds = Callable[[], list[tuple[str, bytes]]]
 Mutation = Callable[[bytes, random.Random], bytes]
 
@@ -101,22 +103,6 @@ def _png(image, **params) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG", **params)
     return out.getvalue()
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    """A PNG chunk with its length and CRC."""
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-
-def png_16bit(values: np.ndarray, significant_bits: int | None = None) -> bytes:
-    """A 16-bit greyscale PNG written chunk by chunk (PIL cannot write sBIT), optionally with an sBIT chunk."""
-    height, width = values.shape
-    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
-    chunks = [png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))]
-    if significant_bits is not None:
-        chunks.append(png_chunk(b"sBIT", bytes([significant_bits])))
-    chunks += [png_chunk(b"IDAT", zlib.compress(raw)), png_chunk(b"IEND", b"")]
-    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
 
 def _png_seeds() -> list[tuple[str, bytes]]:
