@@ -38,7 +38,7 @@ def resolve_base(csv_path: Path, root: str | os.PathLike[str] | None, first_comp
     """The folder Paths are relative to: root itself, or its parent when root IS the release folder."""
     root_dir = Path(root) if root is not None else csv_path.parent
     root_dir = Path(os.path.abspath(root_dir))
-    if first_component and (root_dir / first_component).is_dir():
+    if first_component and os.path.isdir(root_dir / first_component):  # False, not OSError, for absurd names
         return root_dir
     if first_component and root_dir.name == first_component:
         return root_dir.parent

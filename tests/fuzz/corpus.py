@@ -166,6 +166,7 @@ def _chexpert_seeds() -> list[tuple[str, bytes]]:
     paths_only = ["Path"] + [r.split(",")[0] for r in rows[1:]]
     return [
         ("train.csv", ("\n".join(rows) + "\n").encode()),
+        ("one_row.csv", ("\n".join(rows[:2]) + "\n").encode()),
         ("test_paths.csv", ("\n".join(paths_only) + "\n").encode()),
     ]
 
