@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test demo bench clean
+.PHONY: install system-deps test fuzz demo bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ system-deps:
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The whole fuzz corpus (make test runs a sample of it): counts per format and every failure are printed.
+fuzz: install
+	CHEXCFT_FUZZ=full $(BIN)/python -m pytest -s -q tests/test_fuzz.py
 
 demo: install
 	$(BIN)/chexcft demo

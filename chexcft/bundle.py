@@ -10,12 +10,17 @@ Layout of a bundle:
 
 The vendored modules are found by following the imports (module level and inside functions) of the entry
 modules, so the bundle runs the very code `chexcft submit` runs and gives the same numbers.
+
+A bundle is portable: every path in it is relative to the bundle, and nothing names the build machine. The
+runs' config.json and weights metadata keep their settings with absolute paths reduced to names
+(chexcft.portable); building refuses to finish if a build-machine path is still found in a bundled file.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -29,6 +34,7 @@ from typing import Any
 import chexcft
 from chexcft.errors import ChexcftError, InvalidRunError, SubmissionError
 from chexcft.fileio import atomic_directory, atomic_write_json, atomic_write_text, file_sha256
+from chexcft.portable import found_markers, machine_markers, portable, portable_text
 from chexcft.provenance import package_versions
 from chexcft.schema import COMPETITION_TASKS
 
@@ -135,8 +141,37 @@ def dependency_versions(import_names: Iterable[str]) -> dict[str, str | None]:
     return dict(sorted(package_versions(tuple(distributions)).items(), key=lambda item: item[0].lower()))
 
 
+def _portable_metadata(value: str, run_dir: Path) -> str:
+    """A safetensors metadata value made portable (JSON values, such as the model spec, field by field)."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return portable_text(value, run_dir)
+    return json.dumps(portable(parsed, run_dir)) if isinstance(parsed, (dict, list)) else portable_text(value, run_dir)
+
+
+def _copy_portable(source: Path, target: Path, run_dir: Path) -> None:
+    """Copy one run file; JSON and safetensors metadata with build-machine paths made portable."""
+    if source.suffix == ".json":
+        from chexcft.fileio import read_json
+
+        atomic_write_json(target, portable(read_json(source), run_dir))
+        return
+    if source.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        from chexcft.models.weights import read_safetensors
+
+        tensors, metadata = read_safetensors(source)
+        cleaned = {key: _portable_metadata(value, run_dir) for key, value in metadata.items()}
+        if cleaned != metadata:
+            save_file(tensors, str(target), metadata=cleaned)
+            return
+    shutil.copy2(source, target)
+
+
 def _copy_run(run_dir: Path, target: Path, which: str) -> list[str]:
-    """Copy what prediction needs from a run directory; return the copied relative paths."""
+    """Copy what prediction needs from a run directory (made portable); return the copied relative paths."""
     weights = f"weights/{which}.safetensors"
     if not (run_dir / weights).is_file():
         raise InvalidRunError(f"{run_dir}: no {weights} to put in the bundle")
@@ -145,7 +180,7 @@ def _copy_run(run_dir: Path, target: Path, which: str) -> list[str]:
         source = run_dir / relative
         if source.is_file():
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / relative)
+            _copy_portable(source, target / relative, run_dir.resolve())
             copied.append(relative)
     if "config.json" not in copied:
         raise InvalidRunError(f"{run_dir}: no config.json to put in the bundle")
@@ -199,6 +234,39 @@ def _readme(settings: Mapping[str, Any], dependencies: Mapping[str, str | None],
         "",
     ]
     return "\n".join(lines)
+
+
+def _recorded_paths(runs: Sequence[Path]) -> list[str]:
+    """The run folders and every absolute path their config.json records (data, cache, output folders)."""
+    from chexcft.runs import read_config
+
+    found: list[str] = []
+    for run in runs:
+        found += [str(run.resolve()), str(run.resolve().parent)]
+        config = read_config(run)
+        for block in (config, config.get("settings") or {}):
+            found += [str(v) for v in block.values() if isinstance(v, str) and os.path.isabs(v)]
+    return found
+
+
+def _refuse_machine_paths(staging: Path, runs: Sequence[Path]) -> None:
+    """Stop the build if a bundled JSON/Markdown file or weights metadata still names a build-machine path."""
+    from chexcft.models.weights import read_safetensors
+
+    markers = machine_markers(_recorded_paths(runs))
+    for path in sorted(staging.rglob("*")):
+        if path.suffix in (".json", ".md"):
+            text = path.read_text(encoding="utf-8")
+        elif path.suffix == ".safetensors":
+            text = json.dumps(read_safetensors(path)[1])
+        else:
+            continue
+        hits = found_markers(text, markers)
+        if hits:
+            raise ChexcftError(
+                f"bundle file {path.relative_to(staging)} would carry build-machine paths ({', '.join(hits[:3])}); "
+                "not bundled"
+            )
 
 
 def build_bundle(
@@ -258,7 +326,7 @@ def build_bundle(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "python": sys.version.split()[0],
             "models": model_names,
-            "sources": [str(run.resolve()) for run in runs],
+            "sources": [run.resolve().name for run in runs],
             "which": which,
             "views": views,
             "frontal_only": frontal_only,
@@ -266,12 +334,13 @@ def build_bundle(
             "fill_missing": fill_missing,
             "combination": combination.to_dict() if combination is not None else None,
             "prior": prior,
-            "prior_source": prior_source,
+            "prior_source": portable_text(prior_source) if prior_source else None,
             "dependencies": dependencies,
             "files": checksums,
         }
         atomic_write_json(staging / "bundle.json", settings)
         atomic_write_text(staging / "README.md", _readme(settings, dependencies, checksums))
+        _refuse_machine_paths(staging, runs)
     return BundleInfo(
         path=out, models=model_names, vendored=sorted(modules), dependencies=dependencies, settings=settings
     )

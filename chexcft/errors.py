@@ -29,3 +29,23 @@ class SubmissionError(ChexcftError):
 
 class InvalidWeightsError(ChexcftError):
     """A weights file is unsafe (pickled code), corrupt, or does not fit the model (keys or shapes)."""
+
+
+SHOWN_CHARACTERS = 200
+
+
+def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """An offending value for an error message: its repr, cut to about `limit` characters (saying how long it was)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "a blank cell"
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def shown_list(values: list[object], limit: int = 30) -> str:
+    """Comma-separated shown() values, the first `limit` of them (header cells, unknown names)."""
+    parts = [shown(v, 60) for v in values[:limit]]
+    more = f", ... ({len(values)} in all)" if len(values) > limit else ""
+    return ", ".join(parts) + more

@@ -33,20 +33,28 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty staging folder beside `target`; it replaces `target` only if the block succeeds."""
+    """Yield an empty staging folder beside `target`; it replaces `target` only if the block succeeds.
+
+    The old folder is renamed aside before the new one is renamed in and only then deleted, so a kill at any
+    moment leaves the old complete folder, the new complete folder, or (between the two renames) none.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    aside: Path | None = None
     try:
         # mkdtemp creates a 0700 folder; give it the permissions an ordinary mkdir would.
         os.chmod(staging, 0o777 & ~_current_umask())
         yield staging
         if target.exists():
-            shutil.rmtree(target)
+            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, aside)
         os.replace(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+        if aside is not None and aside.exists():
+            shutil.rmtree(aside)
 
 
 def _current_umask() -> int:

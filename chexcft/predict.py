@@ -403,6 +403,7 @@ def failures_path(out_path: str | os.PathLike[str]) -> Path:
 
 def write_predictions(result: PredictionResult, out_path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write the predictions and the failures list (header only when none failed) atomically."""
-    written = atomic_write_csv(out_path, result.predictions, index=False, float_format="%.8g")
+    # The failures list first: a new predictions file always has its own failures list beside it.
     failures = atomic_write_csv(failures_path(out_path), result.failures, index=False)
+    written = atomic_write_csv(out_path, result.predictions, index=False, float_format="%.8g")
     return written, failures

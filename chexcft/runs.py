@@ -203,15 +203,17 @@ def write_calibration(path: PathLike, calibration: Any) -> Path:
     return atomic_write_json(path, Calibration.from_dict(calibration.to_dict()).to_dict())
 
 
-def write_cft_head(run_dir: PathLike, weight: np.ndarray | torch.Tensor, bias: np.ndarray | torch.Tensor) -> Path:
-    """Write cft/head.safetensors (weight (C, d), bias (C,) float32) atomically."""
+def write_cft_head(
+    run_dir: PathLike, weight: np.ndarray | torch.Tensor, bias: np.ndarray | torch.Tensor, *, target: PathLike | None = None
+) -> Path:
+    """Write cft/head.safetensors (weight (C, d), bias (C,) float32) atomically (or to `target`)."""
     from safetensors.torch import save_file
 
     tensors = {
         "weight": torch.as_tensor(np.asarray(weight, dtype=np.float32)).contiguous(),
         "bias": torch.as_tensor(np.asarray(bias, dtype=np.float32)).contiguous(),
     }
-    target = run_paths(run_dir).cft_head
+    target = Path(target) if target is not None else run_paths(run_dir).cft_head
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp))
     return target
@@ -309,6 +311,17 @@ def load_run(
     if which not in WHICH:
         raise InvalidRunError(f"unknown weights {which!r}; expected one of {', '.join(WHICH)}")
     config = read_config(paths.root)
+    pointer = paths.checkpoint / "latest.json"
+    if pointer.is_file():
+        try:
+            finished = bool(read_json(pointer).get("finished"))
+        except (OSError, ValueError, AttributeError):
+            finished = False
+        if not finished:
+            raise InvalidRunError(
+                f"{paths.root}: the run is unfinished (interrupted or still training); finish it with "
+                "`chexcft train ... --resume` before using its weights"
+            )
     weights = paths.weights(which)
     if not weights.is_file():
         raise InvalidRunError(f"{weights}: missing (is the run finished? try which='last')")

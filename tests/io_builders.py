@@ -99,6 +99,22 @@ def jpeg_dicom(grey: np.ndarray, path: Path, **attrs: Any) -> tuple[Path, bytes]
     return path, jpeg
 
 
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """A PNG chunk with its length and CRC."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def png_16bit(values: np.ndarray, significant_bits: int | None = None) -> bytes:
+    """A 16-bit greyscale PNG written chunk by chunk (PIL cannot write sBIT), optionally with an sBIT chunk."""
+    height, width = values.shape
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values)
+    chunks = [png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))]
+    if significant_bits is not None:
+        chunks.append(png_chunk(b"sBIT", bytes([significant_bits])))
+    chunks += [png_chunk(b"IDAT", zlib.compress(raw)), png_chunk(b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
 def png_with_size(path: Path, width: int, height: int) -> Path:
     """A PNG whose IHDR claims width x height (valid CRC) but whose data is a tiny real image: a bomb header."""
     buffer = io.BytesIO()

@@ -213,7 +213,7 @@ def test_missing_or_garbage_csv(tmp_path: Path) -> None:
         read_chexpert_csv(tmp_path / "nope.csv")
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    with pytest.raises(InvalidDatasetError, match="not a readable CSV"):
+    with pytest.raises(InvalidDatasetError, match="empty"):
         read_chexpert_csv(empty)
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from chexcft.io import read_xray
-from tests.io_builders import corner_image
+from tests.io_builders import corner_image, png_16bit
 
 
 def _save(arr: np.ndarray, path: Path, mode: str | None = None, **kwargs) -> Path:
@@ -38,6 +38,33 @@ def test_png_16_bit_keeps_its_full_range(tmp_path: Path) -> None:
     np.testing.assert_allclose(xray.pixels, arr / 65535.0, atol=1e-6)
     assert xray.pixels[5, 5] > 0.0
     assert xray.meta["bits"] == 16
+
+
+def test_png_16_bit_with_sbit_is_scaled_by_its_significant_bits(tmp_path: Path) -> None:
+    # Raw 12-bit values in 16-bit samples with sBIT 12 (as many medical exporters write them): white is 4095.
+    arr = corner_image(high=4095, low=0).astype(np.uint16)
+    arr[5, 5], arr[6, 6] = 1, 3001
+    path = tmp_path / "g12.png"
+    path.write_bytes(png_16bit(arr, significant_bits=12))
+    xray = read_xray(path)
+    np.testing.assert_allclose(xray.pixels, arr / 4095.0, atol=1e-6)
+    assert xray.pixels.max() == 1.0 and xray.meta["bits"] == 12 and xray.meta["significant_bits"] == 12
+    # Without sBIT the same samples are 16-bit values (a dark image), as before.
+    path.write_bytes(png_16bit(arr))
+    np.testing.assert_allclose(read_xray(path).pixels, arr / 65535.0, atol=1e-6)
+
+
+def test_png_sbit_on_samples_already_scaled_to_16_bits(tmp_path: Path) -> None:
+    # The PNG standard's way: 12-bit values shifted up to 16 bits, sBIT 12 records the original depth.
+    arr = (corner_image(high=4095, low=0).astype(np.uint16) << 4).astype(np.uint16)
+    path = tmp_path / "shifted.png"
+    path.write_bytes(png_16bit(arr, significant_bits=12))
+    xray = read_xray(path)
+    np.testing.assert_allclose(xray.pixels, arr / 65535.0, atol=1e-6)
+    assert xray.meta["bits"] == 16
+    # An sBIT larger than the bit depth is ignored.
+    path.write_bytes(png_16bit(arr, significant_bits=17))
+    np.testing.assert_allclose(read_xray(path).pixels, arr / 65535.0, atol=1e-6)
 
 
 def test_png_rgb_rgba_la_palette_become_grey(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from chexcft.errors import InvalidRunError
 from chexcft.runs import load_run
 from chexcft.train import TrainConfig, train
 from chexcft.training import checkpoint as ckpt
-from chexcft.training.loop import KILL_ENV
 from tests.train_helpers import IMAGE_SIZE, finish, make_tiny_data, run_cli, start_cli
 
 
@@ -147,10 +146,10 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tiny, tmp_path: Path) -> 
 
     full, killed = tmp_path / "full", tmp_path / "killed"
     args = ["train", *tiny.args(), "--epochs", "3", "--seed", "7"]
-    # 48 images, batch 8 -> 6 steps per epoch: the hook kills the process in the middle of epoch 3.
+    # 48 images, batch 8 -> 6 steps per epoch: tests/kill.py kills the process in the middle of epoch 3.
     steps = len(pd.read_csv(tiny.train_csv)) // 8
     full_process = start_cli([*args, "--out", str(full)])
-    crashed = finish(start_cli([*args, "--out", str(killed)], env_extra={KILL_ENV: str(2 * steps + 3)}))
+    crashed = finish(start_cli([*args, "--out", str(killed)], kill=("steps", 2 * steps + 3)))
     done = finish(full_process)
     assert done.returncode == 0, done.stderr
     assert json.loads((full / "config.json").read_text())["scheduler"]["steps_per_epoch"] == steps

@@ -13,6 +13,7 @@ import pandas as pd
 from tests.builders import make_chexpert_tree
 
 IMAGE_SIZE = 32
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -60,13 +61,20 @@ def make_tiny_data(folder: Path, n_train: int = 48, n_valid: int = 24) -> TinyDa
     return TinyData(train_csv, valid_csv, Path(root), cache_dir)
 
 
-def start_cli(args: list[str], env_extra: dict[str, str] | None = None, launcher: list[str] | None = None) -> subprocess.Popen:
-    """Start `python -m chexcft ARGS` (or LAUNCHER -m chexcft ARGS) in a fresh single-threaded process."""
+def start_cli(
+    args: list[str], env_extra: dict[str, str] | None = None, launcher: list[str] | None = None,
+    kill: tuple[str, int] | None = None,
+) -> subprocess.Popen:
+    """Start `python -m chexcft ARGS` (or LAUNCHER -m chexcft ARGS) in a fresh single-threaded process.
+
+    kill=("steps", N) or ("writes", N) runs it under tests/kill.py, which SIGKILLs it at that point.
+    """
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env.pop(_kill_env(), None)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(env_extra or {})
-    command = (launcher or [sys.executable]) + ["-m", "chexcft", *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    module = ["-m", "tests.kill", kill[0], str(kill[1]), "--"] if kill else ["-m", "chexcft"]
+    command = (launcher or [sys.executable]) + [*module, *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
 def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
@@ -75,12 +83,9 @@ def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def run_cli(args: list[str], env_extra: dict[str, str] | None = None, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m chexcft ARGS` to completion in a fresh single-threaded process."""
-    return finish(start_cli(args, env_extra, launcher))
-
-
-def _kill_env() -> str:
-    from chexcft.training.loop import KILL_ENV
-
-    return KILL_ENV
+def run_cli(
+    args: list[str], env_extra: dict[str, str] | None = None, launcher: list[str] | None = None,
+    kill: tuple[str, int] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run `python -m chexcft ARGS` to completion (or to its kill) in a fresh single-threaded process."""
+    return finish(start_cli(args, env_extra, launcher, kill))

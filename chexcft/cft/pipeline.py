@@ -19,7 +19,7 @@ import pandas as pd
 from chexcft.calibration import PlattCalibration, brier_score, expected_calibration_error
 from chexcft.cft.finetuner import CategoryWiseFineTuner
 from chexcft.errors import ChexcftError, InvalidRunError
-from chexcft.fileio import atomic_write_csv, atomic_write_json, file_sha256
+from chexcft.fileio import atomic_directory, atomic_write_csv, atomic_write_json, file_sha256
 
 KNOWN_POLICIES: tuple[str, ...] = ("explicit", "explicit+blank")
 OPTIMISTIC_NOTE = "validation numbers are optimistic: the validation split also selected the heads (no --test-csv given)"
@@ -204,7 +204,7 @@ def run_cft(
     progress: bool = False,
 ) -> Path:
     """Fine-tune a run's head category-wise, calibrate it on validation, evaluate on test; write RUN_DIR/cft/."""
-    from chexcft.runs import run_paths, write_calibration, write_cft_head
+    from chexcft.runs import run_paths
 
     run_dir = Path(run_dir)
     if known not in KNOWN_POLICIES:
@@ -220,8 +220,22 @@ def run_cft(
     valid_logits = valid.features @ tuner.weight_.T + tuner.bias_
     calibration = PlattCalibration().fit(valid_logits, valid.labels, observations=train.observations)
     cft_dir = run_paths(run_dir).cft_head.parent
-    write_cft_head(run_dir, tuner.weight_, tuner.bias_)
-    write_calibration(run_paths(run_dir).calibration, calibration)
+    # Everything of cft/ is written into a staging folder that replaces cft/ at the end: an interrupted CFT
+    # leaves the previous complete cft/ (or none), never a new head beside an old calibration.
+    with atomic_directory(cft_dir) as staging:
+        _write_cft_outputs(staging, run_dir, tuner, calibration, valid, test, known, n_boot, seed,
+                           train_csv, valid_csv, test_csv)
+    return cft_dir
+
+
+def _write_cft_outputs(staging: Path, run_dir: Path, tuner: Any, calibration: Any, valid: Any, test: Any, known: str, n_boot: int, seed: int, train_csv: PathLike, valid_csv: PathLike,
+                       test_csv: PathLike | None) -> None:
+    """Head, calibration, report.csv/json and the before/after plot of one CFT, into `staging`."""
+    from chexcft.runs import CALIBRATION_FILE, CFT_HEAD_FILE, write_calibration, write_cft_head
+
+    cft_dir = staging
+    write_cft_head(run_dir, tuner.weight_, tuner.bias_, target=staging / CFT_HEAD_FILE)
+    write_calibration(staging / CALIBRATION_FILE, calibration)
 
     report = tuner.report_.copy()
     valid_eval = evaluate_heads(valid, tuner.weight_, tuner.bias_, calibration, n_boot, seed)
@@ -250,7 +264,6 @@ def run_cft(
     atomic_write_json(cft_dir / "report.json", _finite(summary))
     title = "held-out test AUC" if held_out else "validation AUC (optimistic: also used for selection)"
     plot_auc_before_after(shown["table"], cft_dir / "auc_before_after.png", title)
-    return cft_dir
 
 
 def run_cft_ensemble(ensemble_dir: PathLike, train_csv: PathLike, valid_csv: PathLike, root: PathLike | None = None,

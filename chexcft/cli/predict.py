@@ -51,6 +51,14 @@ def _saved_thresholds(model: list[Path]) -> dict[str, Any]:
     return {**load_thresholds(model[0]), "folder": str(model[0])}
 
 
+def _nothing_to_do(table: Any, source: Path, what: str) -> bool:
+    """Say so (and write nothing) when the input lists no images."""
+    if len(table):
+        return False
+    console.print(f"[yellow]{source} lists no images (no data rows): nothing to {what}, no file written[/]", soft_wrap=True)
+    return True
+
+
 @app.command("predict")
 def predict_command(
     model: list[Path] = typer.Option(..., "--model", "-m", help=_MODEL_HELP),
@@ -78,6 +86,8 @@ def predict_command(
 
     thresholds = _saved_thresholds(model) if decisions else None
     table = read_table(input_path, root)
+    if _nothing_to_do(table, input_path, "predict"):
+        return
     result = predict_table(
         table, model, tta=tta, batch_size=batch_size, device=device, workers=workers,
         which=which, use_cft=not no_cft, calibrated=not uncalibrated, progress=not quiet,
@@ -117,8 +127,11 @@ def submit_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write a competition submission (one row per study), checked against the official scorer's rules."""
+    from chexcft.data import read_table
     from chexcft.submission import submit
 
+    if _nothing_to_do(read_table(input_csv, root), input_csv, "submit"):
+        return
     report = submit(
         input_csv, output_csv, model, root=root, how=views, frontal_only=frontal_only, fill_missing=fill_missing,
         tta=tta, batch_size=batch_size, device=device, workers=workers, which=which, progress=not quiet,

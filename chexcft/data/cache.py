@@ -9,20 +9,25 @@ Layout of a cache folder (one image size per folder):
 - `manifest.json`: format, size, geometry version, data and index file names, slot and entry counts. It is the
   "complete" marker, written last by an atomic rename.
 - `building.json`: present only while a build runs; a leftover one means the build was interrupted.
+- `.lock`: the advisory lock (fcntl.flock) a build holds; a second build of the same folder waits for it, then
+  reuses what the first wrote, or gives up with a clear error after `lock_timeout` seconds.
 
 A rebuild stats every requested file and re-reads only those whose (mtime, size) changed or that are new;
 unchanged images keep their slot. New pixels are written only into slots the committed index does not
 reference (freed or appended), so an interrupted rebuild never damages the previous complete state and the
 next build resumes from it. A different image size or GEOMETRY_VERSION starts a new data file.
 Entries for images not requested in a rebuild are kept (train, valid and test can share one cache) unless
-`prune=True`. Only one build per folder at a time.
+`prune=True`. Only one build per folder at a time (the lock); under torchrun only rank 0 builds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import multiprocessing
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,6 +47,8 @@ CACHE_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 BUILDING = "building.json"
 FAILURES = "failures.csv"
+LOCK = ".lock"
+LOCK_TIMEOUT = 3600.0  # seconds a second builder waits for the first (a full CheXpert build takes a while)
 INDEX_COLUMNS = ("path", "slot", "ok", "mtime_ns", "bytes", "reason")
 _CHUNK = 8
 _MIN_FOR_POOL = 32  # fewer images are read in-process: starting reader processes would cost more
@@ -208,6 +215,42 @@ def _cleanup(out_dir: Path, keep: set[str]) -> None:
                 stale.unlink(missing_ok=True)
 
 
+def _builder(out_dir: Path) -> str:
+    try:
+        info = read_json(out_dir / BUILDING)
+        return f" (pid {info.get('pid')}, started {info.get('started')})"
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+@contextlib.contextmanager
+def build_lock(out_dir: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the cache folder's advisory lock: wait up to `timeout` s for another build (saying so), then ChexcftError."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ChexcftError(
+                        f"image cache {out_dir} is being built by another process{_builder(out_dir)}; gave up after "
+                        f"waiting {timeout:g} s. Run again when it has finished (or raise the lock timeout)"
+                    ) from None
+                if not told:
+                    print(f"waiting for another build of {out_dir}{_builder(out_dir)} to finish...", file=sys.stderr)
+                    told = True
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def build_cache(
     paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -216,14 +259,29 @@ def build_cache(
     workers: int | None = None,
     progress: bool = True,
     prune: bool = False,
+    lock_timeout: float = LOCK_TIMEOUT,
 ) -> CacheBuildResult:
-    """Cache `paths` letterboxed to size x size, re-reading only new or changed files; returns what it did."""
+    """Cache `paths` letterboxed to size x size, re-reading only new or changed files; returns what it did.
+
+    Holds the folder's lock while it works: a concurrent build of the same folder waits (up to lock_timeout
+    seconds), then reuses every image the first one cached.
+    """
     started = time.perf_counter()
+    size = _checked_size(size)
+    with build_lock(out_dir, lock_timeout):
+        return _build(paths, Path(out_dir), size, workers, progress, prune, started)
+
+
+def _checked_size(size: int) -> int:
     if int(size) < 8:
         raise ChexcftError(f"image size must be at least 8, got {size}")
-    size = int(size)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return int(size)
+
+
+def _build(
+    paths: Sequence[str | os.PathLike[str]], out_dir: Path, size: int, workers: int | None, progress: bool,
+    prune: bool, started: float,
+) -> CacheBuildResult:
     requested = list(dict.fromkeys(normalise_paths(paths)))
     workers = default_workers() if workers is None else int(workers)
 
@@ -480,9 +538,13 @@ def ensure_cache(
     *,
     workers: int | None = None,
     progress: bool = True,
+    lock_timeout: float = LOCK_TIMEOUT,
 ) -> ImageCache:
     """Open the cache for these images, building or updating it first when it is missing, incomplete or stale."""
     paths = _paths_of(frame_or_paths)
+    size = _checked_size(size)
     if not is_current(cache_dir, paths, size):
-        build_cache(paths, cache_dir, size, workers=workers, progress=progress)
+        with build_lock(cache_dir, lock_timeout):
+            if not is_current(cache_dir, paths, size):  # another process may have built it while we waited
+                _build(paths, Path(cache_dir), size, workers, progress, False, time.perf_counter())
     return ImageCache.open(cache_dir)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexcft.data.csvfile import read_csv
 from chexcft.data.frame import add_derived_columns
-from chexcft.errors import InvalidDatasetError
+from chexcft.errors import InvalidDatasetError, shown, shown_list
 from chexcft.schema import CSV_HEADER, LABEL_CODES, OBSERVATIONS
 
 _ABSOLUTE = r"^(?:/|[A-Za-z]:|~)"
@@ -37,7 +38,7 @@ def resolve_base(csv_path: Path, root: str | os.PathLike[str] | None, first_comp
     """The folder Paths are relative to: root itself, or its parent when root IS the release folder."""
     root_dir = Path(root) if root is not None else csv_path.parent
     root_dir = Path(os.path.abspath(root_dir))
-    if first_component and (root_dir / first_component).is_dir():
+    if first_component and os.path.isdir(root_dir / first_component):  # False, not OSError, for absurd names
         return root_dir
     if first_component and root_dir.name == first_component:
         return root_dir.parent
@@ -47,11 +48,8 @@ def resolve_base(csv_path: Path, root: str | os.PathLike[str] | None, first_comp
 def _read(csv_path: Path, root: str | os.PathLike[str] | None, *, labels_required: bool) -> pd.DataFrame:
     if not csv_path.is_file():
         raise InvalidDatasetError(f"{csv_path}: CSV file not found")
-    try:
-        # Only an empty cell is blank: text such as "NaN" or "NA" in a label column is reported as invalid.
-        frame = pd.read_csv(csv_path, keep_default_na=False, na_values=[""], low_memory=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InvalidDatasetError(f"{csv_path}: not a readable CSV ({exc})") from None
+    # Only an empty cell is blank: text such as "NaN" or "NA" in a label column is reported as invalid.
+    frame = read_csv(csv_path, keep_default_na=False, na_values=[""], low_memory=False)
     _check_header(frame, csv_path, labels_required=labels_required)
     if labels_required:
         _check_labels(frame, csv_path)
@@ -63,15 +61,16 @@ def _read(csv_path: Path, root: str | os.PathLike[str] | None, *, labels_require
 def _check_header(frame: pd.DataFrame, csv_path: Path, *, labels_required: bool) -> None:
     columns = [str(c) for c in frame.columns]
     if "Path" not in columns:
-        raise InvalidDatasetError(f"{csv_path}: missing the required column 'Path' (header: {', '.join(columns)})")
+        raise InvalidDatasetError(f"{csv_path}: missing the required column 'Path' (header: {shown_list(columns)})")
     unknown = [c for c in columns if c not in CSV_HEADER]
     if unknown:
         hints = []
         for name in unknown:
-            close = difflib.get_close_matches(name, CSV_HEADER, n=1, cutoff=0.75)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            close = difflib.get_close_matches(name, CSV_HEADER, n=1, cutoff=0.75) if len(name) < 200 else []
+            hints.append(shown(name, 60) + (f" (did you mean {close[0]!r}?)" if close else ""))
+        more = f" and {len(hints) - 10} more" if len(hints) > 10 else ""
         raise InvalidDatasetError(
-            f"{csv_path}: unknown column(s) {', '.join(hints)}; expected CheXpert columns {', '.join(CSV_HEADER)}"
+            f"{csv_path}: unknown column(s) {', '.join(hints[:10])}{more}; expected CheXpert columns {', '.join(CSV_HEADER)}"
         )
     missing = [c for c in OBSERVATIONS if c not in columns]
     if labels_required and missing:
@@ -96,7 +95,7 @@ def _check_labels(frame: pd.DataFrame, csv_path: Path) -> None:
             text = pd.read_csv(csv_path, usecols=[column], dtype=str, keep_default_na=False)[column]
             raise InvalidDatasetError(
                 f"{csv_path}: line {first + 2} (data row {first + 1}; the header is line 1), column {column!r}: "
-                f"label {text.iloc[first]!r} is not 1, 0, -1 or blank{more}"
+                f"label {shown(text.iloc[first])} is not 1, 0, -1 or blank{more}"
             )
         frame[column] = numeric
 
@@ -116,7 +115,7 @@ def _refuse(bad: pd.Series, paths: pd.Series, csv_path: Path, reason: str) -> No
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise InvalidDatasetError(
-            f"{csv_path}: line {row + 2} (data row {row + 1}), column 'Path': {paths.iloc[row]!r}: {reason}"
+            f"{csv_path}: line {row + 2} (data row {row + 1}), column 'Path': {shown(paths.iloc[row])}: {reason}"
             + (f" ({int(bad.sum()) - 1} more such row(s))" if bad.sum() > 1 else "")
         )
 
@@ -178,6 +177,6 @@ def _check_symlinks(
                     first = int(np.flatnonzero(hit.to_numpy(bool))[0])
                     row = int(rows[first])
                     raise InvalidDatasetError(
-                        f"{csv_path}: line {row + 2} (data row {row + 1}), column 'Path': {paths.iloc[first]!r} "
+                        f"{csv_path}: line {row + 2} (data row {row + 1}), column 'Path': {shown(paths.iloc[first])} "
                         f"goes through the symbolic link {full} -> {target}, which leaves the data root {anchor}"
                     )

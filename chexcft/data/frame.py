@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from chexcft.errors import ChexcftError, InvalidDatasetError
+from chexcft.errors import ChexcftError, InvalidDatasetError, shown
 from chexcft.keys import patient_key
 from chexcft.schema import (
     CSV_HEADER,
@@ -60,7 +60,8 @@ def add_derived_columns(frame: pd.DataFrame, abs_paths: pd.Series | list[str], s
     if no_folder.any():
         row = int(np.flatnonzero(no_folder)[0])
         raise InvalidDatasetError(
-            f"{source}: row {row + 1}: Path {frame['Path'].iloc[row]!r} has no folder, so it has no study "
+            f"{source}: line {row + 2} (data row {row + 1}), column 'Path': {shown(frame['Path'].iloc[row])} has no "
+            "folder, so it has no study "
             f"(expected e.g. CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg)"
         )
     frame["Path"] = paths.astype(str)

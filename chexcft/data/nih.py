@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexcft.data.csvfile import read_csv
 from chexcft.data.frame import add_derived_columns
-from chexcft.errors import InvalidDatasetError
+from chexcft.errors import InvalidDatasetError, shown, shown_list
 from chexcft.schema import OBSERVATIONS
 
 # The one mapping from NIH findings to CheXpert observations (None: no CheXpert counterpart).
@@ -52,7 +53,7 @@ def nih_labels(findings: pd.Series, source: str = "NIH labels") -> pd.DataFrame:
         row = int(np.flatnonzero(dummies[unknown].to_numpy().any(axis=1))[0])
         raise InvalidDatasetError(
             f"{source}: line {row + 2} (data row {row + 1}), column 'Finding Labels': unknown NIH finding(s) "
-            f"{', '.join(repr(u) for u in unknown)}; known: {', '.join(NIH_TO_CHEXPERT)}"
+            f"{shown_list(unknown, 10)}; known: {', '.join(NIH_TO_CHEXPERT)}"
         )
     labels = pd.DataFrame(np.nan, index=findings.index, columns=list(OBSERVATIONS))
     for observation in MAPPED_OBSERVATIONS:
@@ -67,10 +68,7 @@ def read_nih_csv(csv_path: str | os.PathLike[str], images_dir: str | os.PathLike
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise InvalidDatasetError(f"{csv_path}: CSV file not found")
-    try:
-        raw = pd.read_csv(csv_path, low_memory=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InvalidDatasetError(f"{csv_path}: not a readable CSV ({exc})") from None
+    raw = read_csv(csv_path, low_memory=False)
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
         raise InvalidDatasetError(f"{csv_path}: not an NIH label file, missing column(s) {', '.join(missing)}")
@@ -82,7 +80,7 @@ def read_nih_csv(csv_path: str | os.PathLike[str], images_dir: str | os.PathLike
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise InvalidDatasetError(
                 f"{csv_path}: line {row + 2} (data row {row + 1}), column {name!r}: "
-                f"{raw[name].iloc[row]!r} is not a whole number"
+                f"{shown(raw[name].iloc[row])} is not a whole number"
             )
     names = raw["Image Index"].astype(str)
     frame = nih_labels(raw["Finding Labels"], str(csv_path))

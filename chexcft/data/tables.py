@@ -11,7 +11,8 @@ from chexcft.data.chexpert import read_chexpert_csv, read_path_csv
 from chexcft.data.folder import read_image_folder
 from chexcft.data.mimic import is_mimic_root, read_mimic
 from chexcft.data.nih import is_nih_header, read_nih_csv
-from chexcft.errors import InvalidDatasetError
+from chexcft.data.csvfile import read_csv
+from chexcft.errors import InvalidDatasetError, shown_list
 from chexcft.schema import OBSERVATIONS
 
 
@@ -24,10 +25,7 @@ def read_table(csv_or_folder: str | os.PathLike[str], root: str | os.PathLike[st
         return read_image_folder(source)
     if not source.is_file():
         raise InvalidDatasetError(f"{source}: no such file or folder")
-    try:
-        columns = [str(c) for c in pd.read_csv(source, nrows=0).columns]
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InvalidDatasetError(f"{source}: not a readable CSV ({exc})") from None
+    columns = [str(c) for c in read_csv(source, nrows=0).columns]
     if is_nih_header(columns):
         return read_nih_csv(source, root)
     if any(c in OBSERVATIONS for c in columns):
@@ -35,6 +33,6 @@ def read_table(csv_or_folder: str | os.PathLike[str], root: str | os.PathLike[st
     if "Path" in columns:
         return read_path_csv(source, root)
     raise InvalidDatasetError(
-        f"{source}: unrecognised CSV (header: {', '.join(columns)}); expected a CheXpert CSV, a CSV with a 'Path' "
+        f"{source}: unrecognised CSV (header: {shown_list(columns)}); expected a CheXpert CSV, a CSV with a 'Path' "
         "column, or an NIH label file with 'Image Index' and 'Finding Labels'"
     )

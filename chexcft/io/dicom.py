@@ -27,11 +27,29 @@ _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _MAX_LISTED_VALUES = 16
 
 
+class _Bounded:
+    """A binary file whose read(n) never asks for more than is left, so a corrupt element length cannot allocate gigabytes."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._size = handle.seek(0, 2)
+        handle.seek(0)
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to size bytes (all that is left when size is None or negative)."""
+        if size is None or size < 0:
+            return self._handle.read()
+        return self._handle.read(min(size, max(0, self._size - self._handle.tell())))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
 def _dataset(handle: BinaryIO, name: str, *, stop_before_pixels: bool = False) -> Dataset:
     """Parse a file already sniffed as DICOM (force=True also accepts files without the 128-byte preamble)."""
     handle.seek(0)
     try:
-        return pydicom.dcmread(handle, force=True, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(_Bounded(handle), force=True, stop_before_pixels=stop_before_pixels)  # type: ignore[arg-type]
     except Exception as exc:
         raise unreadable(name, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
 

@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 
 from chexcft.errors import UnreadableImageError
 from chexcft.io._common import XRay, check_pixel_count, finish, linear_window, to_grey, unreadable
-from chexcft.io.sniff import HEAD_BYTES, JpegFrame, jpeg_frame, png_header
+from chexcft.io.sniff import HEAD_BYTES, JpegFrame, jpeg_frame, png_header, png_significant_bits
 
 _PNG_COLOR_TYPES = frozenset({0, 2, 3, 4, 6})
 _MODE_PHOTOMETRIC = {"1": "MONOCHROME2", "L": "MONOCHROME2", "LA": "MONOCHROME2", "I": "MONOCHROME2",
@@ -26,6 +26,7 @@ class _Probe(NamedTuple):
     png_bits: int | None
     frame: JpegFrame | None
     use_libjpeg: bool
+    significant_bits: int | None = None
 
 
 def _probe(handle: BinaryIO, name: str, fmt: str, max_pixels: int) -> _Probe:
@@ -38,7 +39,10 @@ def _probe(handle: BinaryIO, name: str, fmt: str, max_pixels: int) -> _Probe:
         if header.color_type not in _PNG_COLOR_TYPES:
             raise unreadable(name, f"unsupported PNG colour type {header.color_type}")
         check_pixel_count(name, header.height, header.width, max_pixels)
-        return _Probe(header.bit_depth, None, False)
+        significant = png_significant_bits(handle) if header.color_type in (0, 4) else None
+        if significant is not None and not 1 <= significant <= header.bit_depth:
+            significant = None  # an sBIT the bit depth contradicts says nothing usable
+        return _Probe(header.bit_depth, None, False, significant)
     frame = jpeg_frame(handle)
     if frame is None:
         return _Probe(None, None, False)  # no SOF before the scan: let PIL report what is wrong
@@ -62,6 +66,23 @@ def _pil_values(image: Image.Image, png_bits: int | None) -> tuple[np.ndarray, f
     if mode == "LA":
         return np.asarray(image)[..., 0].astype(np.float32), 255.0
     return to_grey(np.asarray(image.convert("RGB"))), 255.0
+
+
+def _significant_white(values: np.ndarray, white: float, bits: int | None, significant: int | None) -> float:
+    """The white level of grey PNG samples with sBIT: 2**significant - 1 when the values were stored unscaled.
+
+    The PNG standard asks writers to scale samples up to the full bit depth (then the low bits are zero and
+    the full-range white stays right); many medical exporters write raw 12-bit values into 16-bit samples with
+    sBIT 12 instead. Values that fit in the significant bits and are not all multiples of the left shift are
+    such raw values.
+    """
+    if significant is None or bits is None or significant >= bits or white != float(2**bits - 1):
+        return white
+    high = float(2**significant - 1)
+    shift = 2 ** (bits - significant)
+    if values.size and float(values.max()) <= high and np.any(np.mod(values, shift) != 0):
+        return high
+    return white
 
 
 def _read_with_pil(handle: BinaryIO, name: str, fmt: str, max_pixels: int, png_bits: int | None) -> tuple[
@@ -132,6 +153,10 @@ def read_raster(
             values, white, meta = _read_with_libjpeg(handle, fmt, probe.frame)
         else:
             values, white, meta = _read_with_pil(handle, name, fmt, max_pixels, probe.png_bits)
+            if probe.significant_bits is not None and meta["mode"] in ("L", "LA", "I", "I;16", "I;16B"):
+                white = _significant_white(values, white, probe.png_bits, probe.significant_bits)
+                meta["significant_bits"] = probe.significant_bits
+                meta["bits"] = probe.significant_bits if white == 2**probe.significant_bits - 1 else meta["bits"]
     except UnreadableImageError:
         raise
     except Exception as exc:

@@ -100,6 +100,23 @@ def png_header(head: bytes) -> PngHeader | None:
     return PngHeader(width, height, head[24], head[25])
 
 
+def png_significant_bits(handle: BinaryIO) -> int | None:
+    """The grey significant bits an sBIT chunk before the image data declares (None without one)."""
+    handle.seek(8)
+    while True:
+        head = handle.read(8)
+        if len(head) < 8:
+            return None
+        (length,) = struct.unpack(">I", head[:4])
+        kind = head[4:8]
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        if kind == b"sBIT":
+            body = handle.read(min(length, 4))
+            return body[0] if body else None
+        handle.seek(length + 4, 1)
+
+
 def jpeg_frame(handle: BinaryIO) -> JpegFrame | None:
     """Walk JPEG marker segments from the start of `handle` to the first SOF (None if there is none before SOS/EOF)."""
     handle.seek(0)

@@ -32,7 +32,7 @@ def read_split(csv_path: str | Path, root: str | None) -> pd.DataFrame:
 
     frame = read_table(csv_path, root)
     if len(frame) == 0:
-        raise InvalidDatasetError(f"{csv_path}: no rows")
+        raise InvalidDatasetError(f"{csv_path}: the table has a header but no data rows, so there is nothing to train on")
     return frame.reset_index(drop=True)
 
 

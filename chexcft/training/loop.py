@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,8 +27,6 @@ from chexcft.training.progress import EpochProgress, log
 from chexcft.training.validation import auc_per_observation, is_better, predict_probabilities, selection_score
 SELFTRAIN_DIR = "selftrain_stage1"
 SCHEDULE = "cosine annealing per optimiser step from lr to lr/100 (no warm-up)"
-# Test hook: SIGKILL this process right after this many optimiser steps of a run (simulates a crash mid-epoch).
-KILL_ENV = "CHEXCFT_TEST_SIGKILL_AT_STEP"
 
 
 @dataclass
@@ -222,14 +218,13 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
     valid_set = CachedXrayDataset(prepared.cache, prepared.valid.slots, transform=eval_transform())
     valid_loader = make_loader(valid_set, config.batch_size, False, settings, 0, seed=config.seed) if info.is_main else None
     valid_labels = prepared.valid.raw[:, tdata.columns_of(prepared.observations)]
-    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
 
     for epoch in range(state.epoch, config.epochs):
         sampler.set_epoch(epoch)
         ddp_model.train()
         progress = EpochProgress(steps_per_epoch, epoch + 1, config.epochs, show=info.is_main and not config.quiet)
         loss_sum, n_steps = 0.0, 0
-        for step, batch in enumerate(loader):
+        for batch in loader:
             images = settings.to(batch["image"])
             class_batch = settings.to(class_targets[batch["index"]]) if class_targets is not None else None
             with settings.autocast():
@@ -244,8 +239,6 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
             loss_sum += value
             n_steps += 1
             progress.step(value, len(images) * info.world_size)
-            if kill_at and epoch * steps_per_epoch + step + 1 == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
         progress.close()
         rate = progress.rate
         if info.is_main:
