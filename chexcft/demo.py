@@ -275,7 +275,7 @@ def run_demo(
     from chexcft.ensemble import load_ensemble, train_ensemble
     from chexcft.evaluation import load_groundtruth
     from chexcft.submission import check_submission, read_submission, submit
-    from chexcft.train import TrainConfig, is_finished
+    from chexcft.training import TrainConfig, is_finished
 
     echo = echo or _echo_default
     settings = DemoSettings.for_run(members, image_size, epochs, quick)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from chexcft.ensemble import ENSEMBLE_FILE, load_ensemble, member_configs, train_ensemble
 from chexcft.errors import InvalidRunError
-from chexcft.train import TrainConfig, is_finished
+from chexcft.training import TrainConfig, is_finished
 from tests.train_helpers import IMAGE_SIZE, make_tiny_data
 
 MEMBER_FILES = ("config.json", "metrics.csv", "valid_predictions.csv", "weights/best.safetensors", "weights/last.safetensors")
