@@ -90,6 +90,9 @@ def train_command(
         console.print(f"run directory: [bold]{run_dir}[/]", highlight=False)
 
 
+_ENSEMBLE_ONLY = ("members", "policies", "force_members", "train_ensemble", "shutdown_process_group", "ChexcftError")
+
+
 @app.command("train-ensemble")
 def train_ensemble_command(
     train_csv: CsvOpt,
@@ -129,8 +132,7 @@ def train_ensemble_command(
 
     from chexcft.errors import ChexcftError
 
-    skip = ("members", "policies", "force_members", "train_ensemble", "shutdown_process_group", "ChexcftError")
-    config = _config(**{k: v for k, v in locals().items() if k not in skip})
+    config = _config(**{k: v for k, v in locals().items() if k not in _ENSEMBLE_ONLY})
     policy_list = [p for entry in policies or [] for p in entry.split(",") if p.strip()] or None
     if members is None:
         if not policy_list:
