@@ -17,14 +17,15 @@ import streamlit as st
 
 from chexcft.errors import ChexcftError
 from chexcft.io import XRay, dicom_header, read_xray, sniff_format
+from chexcft.evaluation.metrics import MIN_CLASS_COUNT
 from chexcft.viewer import browser, exports, images, performance, session, upload
 from chexcft.viewer.options import ViewerOptions, parse_viewer_args
 
 PAGES = ("Studies", "Performance", "Upload", "Export")
 SORT_LABELS = {"predicted probability": "probability", "disagreement with label": "disagreement", "study name": "study"}
 MEAN_OF_MEMBERS = "all models (mean)"
-CALIBRATED = "calibrated"  # after CFT and calibration (ensemble mean)
-RAW = "raw model"  # the trained head alone (ensemble mean)
+CALIBRATED = "calibrated"  # after CFT and calibration (an ensemble: its rule and its own calibration)
+RAW = "raw model"  # the trained head alone (an ensemble: combined by its rule, uncalibrated)
 
 
 # ---------------------------------------------------------------- cached loaders (all computing is in chexcft)
@@ -115,6 +116,43 @@ def _study_tables(opts: ViewerOptions, findings: tuple[str, ...]) -> tuple[pd.Da
     return truth, tables
 
 
+Thresholds = float | dict[str, float]
+
+
+def _threshold_of(thresholds: Thresholds, finding: str) -> float:
+    return thresholds if isinstance(thresholds, float) else float(thresholds.get(finding, 0.5))
+
+
+@st.cache_data(show_spinner="Choosing thresholds...")
+def get_rule_thresholds(opts: ViewerOptions, rule: str) -> dict[str, float]:
+    predictions = get_predictions(opts)
+    labels = get_labels(opts.data, opts.root, opts.groundtruth)
+    return performance.rule_thresholds(rule, labels, predictions.mean("calibrated"), predictions.observations)
+
+
+def threshold_control(opts: ViewerOptions, predictions: session.MemberPredictions, labels: pd.DataFrame | None,
+                      finding: str) -> Thresholds:
+    """The sidebar's decision threshold: manual, the model's saved thresholds, or an operating-point rule."""
+    choices = performance.threshold_choices(opts.models)
+    if labels is None:
+        choices = [c for c in choices if c not in performance.RULE_CHOICES]
+    choice = st.sidebar.selectbox("Decision threshold", choices, key="threshold-rule",
+                                  help="manual: one slider for every finding; saved: thresholds.json written by "
+                                       "`chexcft evaluate --operating-point ... --save-thresholds`; a rule: per "
+                                       "finding, chosen on this data's labels.")
+    if choice == performance.MANUAL:
+        return float(st.sidebar.slider("Threshold", 0.0, 1.0, 0.5, 0.01, key="threshold"))
+    if choice == performance.SAVED:
+        saved = performance.saved_thresholds(opts.models) or {"thresholds": {}}
+        st.sidebar.caption(f"Saved {saved.get('rule', '')} thresholds (chosen on validation); "
+                           f"{finding}: {_threshold_of(saved['thresholds'], finding):.3g}")
+        return dict(saved["thresholds"])
+    thresholds = get_rule_thresholds(opts, choice)
+    st.sidebar.caption(f"{choice}, chosen on these images' labels (in-sample, not held out); "
+                       f"{finding}: " + (f"{thresholds[finding]:.3g}" if finding in thresholds else "none (0.5)"))
+    return thresholds
+
+
 # ---------------------------------------------------------------- panels
 def image_panel(read: Callable[[tuple[float, float] | None], XRay], heat: Callable[[np.ndarray], np.ndarray] | None,
                 header: dict[str, str] | None, key: str, description: str) -> None:
@@ -165,9 +203,10 @@ def header_panel(get: Callable[[bool], dict[str, str] | None], key: str) -> None
                            "are hidden.")
 
 
-def predictions_panel(predictions: session.MemberPredictions, row: int, threshold: float, finding: str) -> None:
+def predictions_panel(predictions: session.MemberPredictions, row: int, thresholds: Thresholds, finding: str) -> None:
     """Per finding: calibrated (after CFT) next to the raw output, each model's value, decision at the threshold."""
-    table = session.prediction_rows(predictions, row, threshold)
+    table = session.prediction_rows(predictions, row, thresholds)
+    threshold = _threshold_of(thresholds, finding)
     column = list(predictions.observations).index(finding)
     calibrated, raw = predictions.mean("calibrated")[row, column], predictions.mean("raw")[row, column]
     if not np.isfinite(calibrated):
@@ -183,15 +222,18 @@ def predictions_panel(predictions: session.MemberPredictions, row: int, threshol
     config = {c: st.column_config.NumberColumn(format="%.3f", width="small") for c in value_columns}
     config.update({c: st.column_config.TextColumn(width="small") for c in table.columns if c.startswith("Decision")})
     st.dataframe(styled, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3, column_config=config)
-    members = " Other columns: each model's calibrated value; the ensemble is their mean."
+    rule = predictions.combination.rule if predictions.combination is not None else "mean-logit"
+    members = (f" Other columns: each model's own calibrated value; the ensemble combines the members' logits by "
+               f"{rule} and applies its own calibration.")
     st.caption(f"Calibrated = after CFT and Platt calibration (what `chexcft predict` writes); Raw model = the trained "
-               f"head alone; Decision at threshold {threshold:.2f}."
+               f"head alone; Decision at threshold {threshold:.3g}"
+               + ("." if isinstance(thresholds, float) else " (each finding at its own threshold).")
                + (members if len(predictions.members) > 1 else ""))
 
 
 # ---------------------------------------------------------------- pages
 def studies_page(opts: ViewerOptions, models: session.ModelSet, table: pd.DataFrame,
-                 predictions: session.MemberPredictions, labels: pd.DataFrame | None, finding: str, threshold: float,
+                 predictions: session.MemberPredictions, labels: pd.DataFrame | None, finding: str, threshold: Thresholds,
                  member: str) -> None:
     st.header("Studies")
     index = browser.study_index(table, predictions.mean("calibrated"), list(predictions.observations).index(finding),
@@ -270,6 +312,7 @@ def performance_page(opts: ViewerOptions, models: session.ModelSet, predictions:
                          column_config={c: st.column_config.NumberColumn(format="%.3f")
                                         for c in table.columns if c.endswith(" AUC")})
             st.caption(f"Over {len(findings)} findings labelled 0/1 on every image; study = max over its views. "
+                       f"'unreliable': fewer than {MIN_CLASS_COUNT} positive or negative studies, so no interval. "
                        f"'{CALIBRATED}' = after CFT and calibration, '{RAW}' = the trained head alone.")
         except ChexcftError as exc:
             st.error(str(exc))
@@ -289,8 +332,11 @@ def performance_page(opts: ViewerOptions, models: session.ModelSet, predictions:
             st.pyplot(figure, clear_figure=True)
             st.dataframe(performance.reliability_table(labels, before, after, predictions.observations, chosen),
                          hide_index=True, width="stretch")
-            if all(run.calibration is None for run in models.runs):
-                st.caption("These runs have no calibration (run `chexcft cft`): before and after coincide.")
+            uncalibrated = (models.combination.calibration is None if models.combination is not None
+                            else models.runs[0].calibration is None)
+            if uncalibrated:
+                st.caption("No calibration fitted (run `chexcft cft`, or `chexcft calibrate-ensemble` for an "
+                           "ensemble): before and after coincide.")
     cft_section(models)
 
 
@@ -314,7 +360,7 @@ def cft_section(models: session.ModelSet) -> None:
         st.dataframe(report, hide_index=True, width="stretch")
 
 
-def upload_page(opts: ViewerOptions, finding: str, threshold: float, member: str) -> None:
+def upload_page(opts: ViewerOptions, finding: str, threshold: Thresholds, member: str) -> None:
     st.header("Upload one image")
     st.caption(f"DICOM, PNG or JPEG, at most {upload.MAX_UPLOAD_MB} MB. The file's content decides its format; "
                "nothing is unpickled.")
@@ -385,7 +431,7 @@ def main() -> None:
     tasks = performance.known_findings(predictions.observations)
     finding = st.sidebar.selectbox("Finding", observations, index=observations.index(tasks[0]) if tasks else 0,
                                    key="finding")
-    threshold = st.sidebar.slider("Decision threshold", 0.0, 1.0, 0.5, 0.01, key="threshold")
+    threshold = threshold_control(opts, predictions, labels, finding)
     member = MEAN_OF_MEMBERS
     if len(models.runs) > 1:
         member = st.sidebar.selectbox("Heatmap model", [MEAN_OF_MEMBERS, *models.names], key="heatmap-model")
@@ -393,6 +439,9 @@ def main() -> None:
     cft = ", ".join(f"{n}: {'CFT + calibration' if r.calibration is not None else 'CFT' if r.has_cft else 'no CFT'}"
                     for n, r in zip(models.names, models.runs))
     st.sidebar.caption(f"Models: {cft}")
+    if models.combination is not None:
+        calibration = "its own calibration" if models.combination.calibration is not None else "no calibration"
+        st.sidebar.caption(f"Ensemble: members' logits combined by {models.combination.rule}, {calibration}")
     st.sidebar.caption(f"Data: {opts.data} · {len(table)} images · {table['Study'].nunique()} studies")
     if models.dropped:
         st.sidebar.caption("Not predicted by every model: " + ", ".join(models.dropped))

@@ -50,7 +50,7 @@ def machine() -> dict[str, str]:
 def tiny_tables(folder: Path, n_train: int, n_valid: int) -> tuple[Path, Path, Path]:
     """Train/valid CSV slices of the bundled demo data (or a generated tree when it is absent) and their root."""
     try:
-        from chexcft.data.demo import demo_csv, demo_root
+        from chexcft.demo.data import demo_csv, demo_root
 
         train_src, valid_src, root = demo_csv("train"), demo_csv("valid"), demo_root()
         if len(pd.read_csv(train_src)) < n_train:

@@ -2,7 +2,8 @@
 
 Layout of a bundle:
     README.md            how to run it, the exact dependencies and versions, the models and their checksums
-    bundle.json          settings (view aggregation, frontal-only, TTA, stored prior), models, file checksums
+    bundle.json          settings (view aggregation, frontal-only, TTA, stored prior, the ensemble's combination
+                         rule and calibration from chexcft.combination), models, file checksums
     models/NN-<run>/     config.json, weights/<which>.safetensors, cft/ (head + calibration) when the run has them
     src/predict.py       the program (chexcft/bundle_template/predict.py)
     src/chexcft/...      the chexcft modules the program imports, copied from this installation at bundle time
@@ -181,7 +182,10 @@ def _readme(settings: Mapping[str, Any], dependencies: Mapping[str, str | None],
         f"- views combined by: {settings['views']}",
         f"- frontal views only: {frontal}",
         f"- test-time augmentation: {settings['tta']}",
-        f"- weights: {settings['which']}, mean over {len(settings['models'])} model(s)",
+        f"- weights: {settings['which']}, {len(settings['models'])} model(s)"
+        + (f", combined by {settings['combination']['rule']}"
+           + (" + the ensemble's calibration" if settings["combination"]["calibration"] else "")
+           if settings.get("combination") else ", with its own calibration"),
         "",
         "## Dependencies (Python " + settings["python"] + "; the versions this bundle was built and tested with)",
         "",
@@ -209,7 +213,7 @@ def build_bundle(
     force: bool = False,
 ) -> BundleInfo:
     """Build the bundle folder `out` (atomically: a temporary folder renamed into place)."""
-    from chexcft.predict import TTA_MODES, expand_model_dirs, run_observations, shared_observations
+    from chexcft.predict import TTA_MODES, resolve_models, run_observations, shared_observations
     from chexcft.runs import load_run
     from chexcft.submission import AGGREGATIONS, training_prior
 
@@ -224,7 +228,7 @@ def build_bundle(
         raise ChexcftError(f"{out} already exists; choose a new folder or pass --force to replace it")
     if out.exists() and not (out.is_dir() and ((out / "bundle.json").is_file() or not any(out.iterdir()))):
         raise ChexcftError(f"{out} is not an earlier bundle (no bundle.json); --force only replaces a bundle folder")
-    runs = expand_model_dirs(model_dirs)
+    runs, combination = resolve_models(model_dirs)
     observations, _ = shared_observations([run_observations(load_run(run, which=which)) for run in runs])
     lacking = [task for task in COMPETITION_TASKS if task not in observations]
     if lacking:
@@ -260,6 +264,7 @@ def build_bundle(
             "frontal_only": frontal_only,
             "tta": tta,
             "fill_missing": fill_missing,
+            "combination": combination.to_dict() if combination is not None else None,
             "prior": prior,
             "prior_source": prior_source,
             "dependencies": dependencies,

@@ -84,3 +84,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def data_device(*values: Any) -> torch.device:
+    """The device that already holds the data: the first non-CPU tensor's device among `values`, else the CPU."""
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+            return value.device
+    return torch.device("cpu")
+
+
+def compute_device(preference: str | None, *values: Any) -> torch.device:
+    """Where to compute on `values`: None computes where they are (NumPy and CPU tensors: the CPU), else resolve_device."""
+    if preference is None:
+        return data_device(*values)
+    return resolve_device(preference, mixed_precision=False).device

@@ -15,13 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from chexcft.combination import COMBINATION_KEY, ENSEMBLE_FILE, load_ensemble, read_manifest
 from chexcft.errors import ChexcftError, InvalidRunError
 from chexcft.fileio import atomic_write_json, read_json
 from chexcft.training.config import BLANK_MODES, LOSSES, TrainConfig, settings_mismatch
 from chexcft.training.loop import CONFIG_FILE, is_finished, normalized, train
 from chexcft.training.progress import log
 
-ENSEMBLE_FILE = "ensemble.json"
+__all__ = ["ENSEMBLE_FILE", "load_ensemble", "member_configs", "member_dir_name", "parse_member_spec", "train_ensemble"]
 # name=value parts of a member spec: (TrainConfig field, type)
 _SPEC_SETTINGS: dict[str, tuple[str, type]] = {
     "lr": ("lr", float),
@@ -146,38 +147,18 @@ def train_ensemble(
     if _is_main_process():
         recorded = [read_json(Path(c.out) / CONFIG_FILE).get("settings", {}) for c in configs]
         specs = [p.strip() for p in policies if p.strip()] if policies else []
-        atomic_write_json(
-            directory / ENSEMBLE_FILE,
-            {
-                "members": [member_dir_name(i) for i in range(members)],
-                "specs": [specs[i % len(specs)] if specs else None for i in range(members)],
-                "seeds": [s.get("seed") for s in recorded],
-                "policies": [s.get("policy") for s in recorded],
-                "blanks": [s.get("blank", "negative") for s in recorded],
-                "losses": [s.get("loss", "bce") for s in recorded],
-                "member_settings": [{k: s.get(k) for k in MEMBER_KEYS} for s in recorded],
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            },
-        )
+        manifest = {
+            "members": [member_dir_name(i) for i in range(members)],
+            "specs": [specs[i % len(specs)] if specs else None for i in range(members)],
+            "seeds": [s.get("seed") for s in recorded],
+            "policies": [s.get("policy") for s in recorded],
+            "blanks": [s.get("blank", "negative") for s in recorded],
+            "losses": [s.get("loss", "bce") for s in recorded],
+            "member_settings": [{k: s.get(k) for k in MEMBER_KEYS} for s in recorded],
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        previous = read_manifest(directory).get(COMBINATION_KEY) if (directory / ENSEMBLE_FILE).is_file() else None
+        if previous and previous.get("members") == manifest["members"]:
+            manifest[COMBINATION_KEY] = previous  # same members: the fitted rule and calibration still apply
+        atomic_write_json(directory / ENSEMBLE_FILE, manifest)
     return directory
-
-
-def load_ensemble(directory: str | os.PathLike[str]) -> list[Path]:
-    """The member run directories of an ensemble (absolute), checked to exist and hold a config.json."""
-    directory = Path(directory).expanduser().resolve()
-    manifest = directory / ENSEMBLE_FILE
-    if not manifest.is_file():
-        raise InvalidRunError(f"{directory}: no {ENSEMBLE_FILE} (not an ensemble, or its training has not finished)")
-    try:
-        members = read_json(manifest)["members"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidRunError(f"{manifest}: unreadable ensemble manifest ({exc})") from None
-    paths = []
-    for name in members:
-        path = (directory / name).resolve()
-        if not (path / CONFIG_FILE).is_file():
-            raise InvalidRunError(f"{manifest}: member {name!r} has no {CONFIG_FILE} at {path}")
-        paths.append(path)
-    if not paths:
-        raise InvalidRunError(f"{manifest}: the ensemble lists no members")
-    return paths

@@ -1,9 +1,12 @@
 """Image-level predictions from one or more runs: streamed from the files, batched, sharded under torchrun.
 
-Ensembles: the probability of an observation is the mean over the models of each model's (calibrated, after
-CFT when present) probability. Members may have been trained on different observation sets; the output keeps
-the observations that every model predicts (the intersection), so no column silently averages fewer models,
-and reports the ones it dropped.
+One run predicts with its CFT head and its own calibration. An ensemble directory predicts with the rule
+and calibration recorded in its ensemble.json (chexcft.combination: by default the mean of the members'
+logits after CFT, before any calibration, then the ensemble's own calibration). Several run or ensemble
+directories given together are pooled into one ad-hoc ensemble: the mean of all their runs' logits, with no
+calibration (fit one with an ensemble directory and `chexcft calibrate-ensemble`). Members may have been
+trained on different observation sets; the output keeps the observations that every model predicts (the
+intersection), so no column silently averages fewer models, and reports the ones it dropped.
 """
 
 from __future__ import annotations
@@ -69,12 +72,12 @@ class PredictionResult:
 
 def expand_model_dirs(model_dirs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """The run directories to predict with: an ensemble directory (with ensemble.json) expands to its members."""
+    from chexcft.combination import is_ensemble, load_ensemble
+
     runs: list[Path] = []
     for entry in model_dirs:
         path = Path(entry)
-        if (path / "ensemble.json").is_file():
-            from chexcft.ensemble import load_ensemble
-
+        if is_ensemble(path):
             runs.extend(Path(member) for member in load_ensemble(path))
         elif path.is_dir():
             runs.append(path)
@@ -83,6 +86,32 @@ def expand_model_dirs(model_dirs: Sequence[str | os.PathLike[str]]) -> list[Path
     if not runs:
         raise InvalidRunError("no model given: pass at least one run directory")
     return runs
+
+
+def resolve_models(
+    model_dirs: Sequence[str | os.PathLike[str]], combination: Any = None, use_cft: bool = True
+) -> tuple[list[Path], Any]:
+    """(run directories, chexcft.combination.Combination or None for a single run's own calibration).
+
+    `combination` (a Combination or its dict) overrides what the directories record (the offline bundle's).
+    """
+    from chexcft.combination import Combination, check_current, is_ensemble, read_combination
+
+    run_dirs = expand_model_dirs(model_dirs)
+    if combination is not None:
+        if not isinstance(combination, Combination):
+            combination = Combination.from_dict(combination)
+        source = "the given combination"
+    elif len(model_dirs) == 1 and is_ensemble(model_dirs[0]):
+        combination, source = read_combination(model_dirs[0]), f"{Path(model_dirs[0]) / 'ensemble.json'}"
+    elif len(run_dirs) > 1:
+        combination, source = Combination(members=tuple(p.name for p in run_dirs)), "ad-hoc ensemble"
+    else:
+        return run_dirs, None
+    if not use_cft:
+        return run_dirs, combination.without_cft()
+    check_current(combination, run_dirs, source)
+    return run_dirs, combination
 
 
 def run_observations(run: Any) -> tuple[str, ...]:
@@ -142,9 +171,9 @@ def _predict_shard(
     workers: int,
     progress: bool,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """Mean probabilities (len(indices), n_observations) for the shard, NaN rows for unreadable images."""
+    """Every model's logits (models, len(indices), n_observations) for the shard, NaN rows for unreadable images."""
     position = {int(index): row for row, index in enumerate(indices)}
-    total = np.zeros((len(indices), n_observations), dtype=np.float64)
+    logits = np.full((len(runs), len(indices), n_observations), np.nan, dtype=np.float64)
     failures: dict[int, str] = {}
     groups: dict[int, list[int]] = {}
     for model_index, run in enumerate(runs):
@@ -176,26 +205,36 @@ def _predict_shard(
                     rows = np.array([position[int(i)] for i in batch_indices[ok]], dtype=np.int64)
                     with inference_mode(settings):
                         for model_index in members:
-                            proba = _model_proba(runs[model_index], images, tta)
-                            total[rows] += proba[:, columns[model_index]]
+                            values = _model_logits(runs[model_index], images, tta)
+                            logits[model_index, rows] = values[:, columns[model_index]]
                 if bar is not None:
                     bar.advance(task)
     finally:
         if bar is not None:
             bar.stop()
-    mean = total / len(runs)
     for index in failures:
-        mean[position[index]] = np.nan
-    return mean, failures
+        logits[:, position[index]] = np.nan
+    return logits, failures
 
 
-def _model_proba(run: Any, images: torch.Tensor, tta: str) -> np.ndarray:
-    """One model's probabilities for a batch, averaged over the horizontal flip when asked."""
-    proba = np.asarray(run.predict_proba(images, batch_size=len(images)), dtype=np.float64)
+def _model_logits(run: Any, images: torch.Tensor, tta: str) -> np.ndarray:
+    """One model's logits (CFT head when loaded with it) for a batch, averaged over the horizontal flip when asked."""
+    logits = np.asarray(run.predict_logits(images, batch_size=len(images)), dtype=np.float64)
     if tta == "flip":
-        flipped = run.predict_proba(torch.flip(images, dims=[-1]), batch_size=len(images))
-        proba = 0.5 * (proba + np.asarray(flipped, dtype=np.float64))
-    return proba
+        flipped = run.predict_logits(torch.flip(images, dims=[-1]), batch_size=len(images))
+        logits = 0.5 * (logits + np.asarray(flipped, dtype=np.float64))
+    return logits
+
+
+def combine_probabilities(logits: np.ndarray, runs: Sequence[Any], combination: Any, observations: Sequence[str],
+                          calibrated: bool = True) -> np.ndarray:
+    """(n, C) probabilities from model logits (M, n, C): a single run's calibration, or the ensemble's rule."""
+    if combination is not None:
+        return combination.proba(logits, observations, calibrated=calibrated)
+    run = runs[0]
+    if calibrated and run.calibration is not None:
+        return np.asarray(run.calibration.apply(logits[0], observations), dtype=np.float64)
+    return 1.0 / (1.0 + np.exp(-logits[0]))
 
 
 def _progress_bar(enabled: bool) -> Any:
@@ -247,6 +286,40 @@ def _gather_shards(
     return merged, merged_failures
 
 
+def _member_logits(
+    paths: Sequence[str], run_dirs: Sequence[Path], *, tta: str, batch_size: int, device: str, workers: int,
+    which: str, use_cft: bool, progress: bool,
+) -> tuple[np.ndarray, dict[int, str], list[Any], tuple[str, ...], tuple[str, ...], int]:
+    """(logits (M, n, C) for every path, failures, loaded runs, observations, dropped observations, rank)."""
+    if tta not in TTA_MODES:
+        raise ChexcftError(f"unknown test-time augmentation {tta!r}; use one of {', '.join(TTA_MODES)}")
+    if batch_size < 1:
+        raise ChexcftError(f"batch size must be at least 1, got {batch_size}")
+    rank, world, created = _distributed_context(device)
+    try:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None
+        settings = resolve_device(device, local_rank=local_rank)
+        runs = _load_runs(run_dirs, which, use_cft, settings)
+        observations, dropped = shared_observations([run_observations(run) for run in runs])
+        columns = [[run_observations(run).index(name) for name in observations] for run in runs]
+        indices = np.arange(rank, len(paths), world, dtype=np.int64)
+        logits, failures = _predict_shard(
+            paths, indices, runs, columns, len(observations), settings,
+            tta=tta, batch_size=batch_size, workers=workers, progress=progress and rank == 0,
+        )
+        if world > 1:
+            m, c = logits.shape[0], logits.shape[2]
+            flat = logits.transpose(1, 0, 2).reshape(len(indices), m * c)
+            flat, failures = _gather_shards(flat, failures, len(paths), rank, world, settings)
+            logits = flat.reshape(len(paths), m, c).transpose(1, 0, 2)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return logits, failures, runs, observations, dropped, rank
+
+
 def predict_paths(
     paths: Sequence[str],
     model_dirs: Sequence[str | os.PathLike[str]],
@@ -258,40 +331,26 @@ def predict_paths(
     workers: int = 0,
     which: str = "best",
     use_cft: bool = True,
+    calibrated: bool = True,
+    combination: Any = None,
     progress: bool = False,
 ) -> PredictionResult:
-    """Predict every image file in `paths` with the mean of the models (`labels` = the Path written per row).
+    """Predict every image file in `paths` with the models (`labels` = the Path written per row).
 
+    One run: its CFT head and calibration. An ensemble directory: its recorded rule and calibration
+    (`combination` overrides it). `calibrated=False` leaves out every calibration (member's or ensemble's).
     Under torchrun (WORLD_SIZE > 1) each rank predicts a strided shard and every rank returns the merged result.
     """
-    if tta not in TTA_MODES:
-        raise ChexcftError(f"unknown test-time augmentation {tta!r}; use one of {', '.join(TTA_MODES)}")
-    if batch_size < 1:
-        raise ChexcftError(f"batch size must be at least 1, got {batch_size}")
     paths = [str(path) for path in paths]
     labels = [str(label) for label in labels] if labels is not None else paths
     if len(labels) != len(paths):
         raise ChexcftError(f"{len(labels)} labels for {len(paths)} paths")
-    run_dirs = expand_model_dirs(model_dirs)
-    rank, world, created = _distributed_context(device)
-    try:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None
-        settings = resolve_device(device, local_rank=local_rank)
-        runs = _load_runs(run_dirs, which, use_cft, settings)
-        observations, dropped = shared_observations([run_observations(run) for run in runs])
-        columns = [[run_observations(run).index(name) for name in observations] for run in runs]
-        indices = np.arange(rank, len(paths), world, dtype=np.int64)
-        proba, failures = _predict_shard(
-            paths, indices, runs, columns, len(observations), settings,
-            tta=tta, batch_size=batch_size, workers=workers, progress=progress and rank == 0,
-        )
-        if world > 1:
-            proba, failures = _gather_shards(proba, failures, len(paths), rank, world, settings)
-    finally:
-        if created:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+    run_dirs, plan = resolve_models(model_dirs, combination, use_cft)
+    logits, failures, runs, observations, dropped, rank = _member_logits(
+        paths, run_dirs, tta=tta, batch_size=batch_size, device=device, workers=workers, which=which,
+        use_cft=use_cft, progress=progress,
+    )
+    proba = combine_probabilities(logits, runs, plan, observations, calibrated=calibrated)
     readable = np.array([index not in failures for index in range(len(paths))], dtype=bool)
     frame = pd.DataFrame(proba[readable], columns=list(observations))
     frame.insert(0, "Path", np.asarray(labels, dtype=object)[readable])
@@ -307,6 +366,24 @@ def predict_paths(
         dropped_observations=dropped,
         rank=rank,
     )
+
+
+def predict_member_logits(
+    frame: pd.DataFrame, run_dirs: Sequence[str | os.PathLike[str]], *, which: str = "best", use_cft: bool = True,
+    device: str = "auto", batch_size: int = 32, tta: str = "none", workers: int = 0, progress: bool = False,
+) -> tuple[np.ndarray, tuple[str, ...], list[str]]:
+    """Each run's logits (M, n, C) (CFT head when present, never calibrated) for a read_table frame's images.
+
+    Returns (logits, observations, Paths of unreadable images); unreadable rows are NaN.
+    """
+    path_column = "abs_path" if "abs_path" in frame.columns else "Path"
+    paths = frame[path_column].astype(str).tolist()
+    logits, failures, _, observations, _, _ = _member_logits(
+        paths, [Path(d) for d in run_dirs], tta=tta, batch_size=batch_size, device=device, workers=workers,
+        which=which, use_cft=use_cft, progress=progress,
+    )
+    names = frame["Path"].astype(str).tolist()
+    return logits, observations, [names[i] for i in sorted(failures)]
 
 
 def predict_table(

@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("cft_run")
     try:
-        from chexcft.data.demo import demo_csv, demo_root
+        from chexcft.demo.data import demo_csv, demo_root
 
         sources = {split: demo_csv(split) for split in ("train", "valid", "test")}
         root = demo_root()
@@ -181,3 +181,24 @@ def test_ensemble_mode_fine_tunes_every_member(tiny_run, tmp_path) -> None:
     for out in outs:
         assert (out / "head.safetensors").is_file() and (out / "report.json").is_file()
         assert load_run(out.parent).has_cft
+
+
+def test_cli_cross_fit_writes_per_finding_gains(tiny_run) -> None:
+    from typer.testing import CliRunner
+
+    from chexcft.cli import app
+
+    run, csvs, root, _ = tiny_run
+    args = ["cft", "--run", str(run), "--train-csv", str(csvs["train"]), "--valid-csv", str(csvs["valid"]),
+            "--test-csv", str(csvs["test"]), "--root", str(root), "--method", "bp", "--max-steps", "5",
+            "--patience", "3", "--device", "cpu", "--cross-fit", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "cross-fitted CFT, 2 patient folds" in result.output
+    table = pd.read_csv(run / "cft" / "crossfit.csv")
+    assert {"observation", "gain", "gain_ci_low", "reliable", "folds_replaced"} <= set(table.columns)
+    # few positives in a 70-image slice: such findings are flagged and get no interval
+    assert table.loc[~table["reliable"], "gain_ci_low"].isna().all()
+    no_test = [a for a in args if a not in ("--test-csv", str(csvs["test"]))]
+    result = CliRunner().invoke(app, no_test)
+    assert result.exit_code != 0 and "--test-csv" in str(result.exception) + result.output

@@ -8,20 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from chexcft.data import read_table
-from chexcft.data.demo import demo_csv, demo_root
-from chexcft.demo import STATE_FILE, run_demo
+from chexcft.demo import STAGES, STATE_FILE, run_demo
+from chexcft.demo.data import demo_csv, demo_root, external_csv, external_root
 from chexcft.errors import ChexcftError
 from chexcft.runs import load_run
 from chexcft.schema import COMPETITION_TASKS
 from chexcft.submission import check_submission, read_submission
 
 pytestmark = pytest.mark.slow
-MODELS = ["member-0", "member-1", "member-2", "ensemble-mean"]
+MODELS = ["member-0", "member-1", "member-2", "ensemble"]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +41,11 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_demo_prints_where_everything_is_and_the_view_command(demo_run: tuple[Path, str]) -> None:
     out, output = demo_run
-    for stage in ("[1/6] prepare", "[2/6] train", "[3/6] cft", "[4/6] evaluate", "[5/6] submit", "[6/6] report"):
-        assert stage in output
+    for index, stage in enumerate(STAGES, start=1):
+        assert f"[{index}/{len(STAGES)}] {stage}" in output
     assert str(out / "report.md") in output
-    assert f"chexcft view --model {out / 'ensemble'} --data {demo_csv('test')}" in output
+    assert f"chexcft view --model {out / 'ensemble'} --data {external_csv()}" in output
+    assert "cross-fitted held-out gain" in output and "no worse than before" in output
     assert "--groundtruth" in output
     import shlex
 
@@ -61,7 +63,7 @@ def test_demo_state_records_settings_and_every_stage(demo_run: tuple[Path, str])
     out, _ = demo_run
     state = json.loads((out / STATE_FILE).read_text())
     assert state["settings"]["quick"] is True and state["settings"]["members"] == 3
-    assert set(state["stages"]) == {"prepare", "train", "cft", "evaluate", "submit", "report"}
+    assert set(state["stages"]) == set(STAGES)
     assert all(stage["seconds"] >= 0 for stage in state["stages"].values())
 
 
@@ -76,50 +78,81 @@ def test_demo_members_have_cft_heads_and_calibration(demo_run: tuple[Path, str])
         assert run.has_cft and run.calibration is not None
         report = pd.read_csv(member / "cft" / "report.csv")
         assert set(COMPETITION_TASKS) <= set(report["observation"])
-        assert "test_auc_before" in report.columns  # held-out numbers: run_cft was given the test split
+        assert "test_auc_before" in report.columns  # held-out numbers: run_cft was given the external set
         assert json.loads((member / "cft" / "report.json").read_text())["held_out"] is True
+    combination = manifest["combination"]  # the ensemble's rule and its calibration, fitted on valid
+    assert combination["rule"] == "mean-logit" and combination["calibration"]["method"] == "platt"
+    assert combination["fitted_on"]["csv"] == str(demo_csv("valid"))
 
 
-def test_demo_evaluation_rows_before_and_after_cft(demo_run: tuple[Path, str]) -> None:
+def test_demo_evaluation_rows_before_and_after_cft_on_the_external_set(demo_run: tuple[Path, str]) -> None:
     out, _ = demo_run
-    n_test = len(read_table(demo_csv("test"), demo_root()))
+    external = read_table(external_csv(), external_root())
     for stage in ("before", "after"):
-        rows = json.loads((out / "evaluation" / f"test_{stage}_cft.json").read_text())
+        rows = json.loads((out / "evaluation" / f"external_{stage}_cft.json").read_text())
         assert [row["name"] for row in rows] == MODELS
         for row in rows:
-            assert row["n_studies"] == n_test
-            assert set(row["auc"]) == set(COMPETITION_TASKS)
+            assert row["n_studies"] == len(external) == 617
+            # every finding both sides have, not only the five; the three CheXpert-only ones are not evaluated
+            assert set(COMPETITION_TASKS) < set(row["auc"]) and "Fracture" not in row["auc"]
             assert all(0.0 <= value <= 1.0 for value in row["auc"].values())
+            assert all(row["reliable"].values())  # nih617 has >= 18 positives per evaluated finding
             low, high = row["mean_auc_ci"]
             assert low <= row["mean_auc"] <= high
-    for csv in sorted((out / "predictions").glob("test_*_cft.csv")):
-        frame = pd.read_csv(csv)
-        assert len(frame) == n_test and set(COMPETITION_TASKS) <= set(frame.columns)
-    assert len(list((out / "predictions").glob("test_member-*_cft.csv"))) == 6
+    predicted = pd.read_csv(out / "predictions" / "external_ensemble.csv")
+    assert len(predicted) == len(external) and set(COMPETITION_TASKS) <= set(predicted.columns)
 
 
-def test_demo_submission_passes_the_scorer_checks(demo_run: tuple[Path, str]) -> None:
+def test_demo_cross_fit_reports_gains_with_intervals(demo_run: tuple[Path, str]) -> None:
+    out, _ = demo_run
+    crossfit = json.loads((out / "evaluation" / "crossfit.json").read_text())
+    n_pool = len(read_table(demo_csv("test"), demo_root())) + 617
+    assert crossfit["settings"]["images"] == n_pool and crossfit["settings"]["k"] == 2
+    assert set(crossfit["per_member"]) == {"member-0", "member-1", "member-2"}
+    for row in crossfit["ensemble"]:
+        if row.get("gain") is None:
+            continue
+        assert row["reliable"] == (min(row["n_pos"], row["n_neg"]) >= 10)
+        if row["reliable"]:
+            low, high = row["gain_ci"]
+            assert low <= row["gain"] + 1e-9 and row["gain"] <= high + 1e-9
+        else:
+            assert "gain_ci" not in row
+    for member in ("member-0", "member-1", "member-2"):
+        assert (out / "ensemble" / member / "cft" / "crossfit.csv").is_file()
+
+
+def test_demo_submission_passes_the_scorer_checks_and_uses_the_rule(demo_run: tuple[Path, str]) -> None:
+    from chexcft.cft.pipeline import split_features
+    from chexcft.combination import read_combination
+    from chexcft.runs import load_weights
+
     out, _ = demo_run
     submission = read_submission(out / "submission" / "test_submission.csv")
     test = read_table(demo_csv("test"), demo_root())
     check_submission(submission, test)
     assert len(submission) == test["study"].nunique()
-    # one image per study here, so the submission is the after-CFT ensemble's own scores
-    after = {row["name"]: row for row in json.loads((out / "evaluation" / "test_after_cft.json").read_text())}
-    from chexcft.evaluation import evaluate, load_groundtruth
-
-    row = evaluate(load_groundtruth(demo_csv("test")), {"submission": submission}, ensembles=(), bootstrap=0)[0]
-    assert row["mean_auc"] == pytest.approx(after["ensemble-mean"]["mean_auc"], abs=1e-4)
+    # one image per study: the submission is the ensemble's rule + calibration applied to the members' CFT logits
+    members = sorted((out / "ensemble").glob("member-*"))
+    logits = []
+    for member in members:
+        split = split_features(member, demo_csv("test"), None)
+        head = load_weights(member / "cft" / "head.safetensors")
+        logits.append(split.features @ head["weight"].numpy().T + head["bias"].numpy())
+    expected = read_combination(out / "ensemble").proba(np.stack(logits), split.observations)
+    columns = [split.observations.index(t) for t in COMPETITION_TASKS]
+    np.testing.assert_allclose(submission[list(COMPETITION_TASKS)].to_numpy(), expected[:, columns], atol=1e-5)
 
 
 def test_demo_report_and_plots(demo_run: tuple[Path, str]) -> None:
     out, _ = demo_run
     report = (out / "report.md").read_text()
-    assert "Held-out AUC before and after CFT" in report
+    assert "Headline: CFT's cross-fitted held-out gain" in report and "patient-cluster bootstrap" in report
+    assert "External validation: which findings each side has" in report and "(Emphysema)" in report
     for model in MODELS:
         assert f"| {model}" in report
     images = [line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
-    assert sorted(images) == ["plots/auc_before_after_cft.png", "plots/reliability_test.png", "plots/roc_test.png"]
+    assert sorted(images) == ["plots/auc_before_after_cft.png", "plots/reliability_external.png"]
     for image in images:
         with Image.open(out / image) as png:
             png.verify()
@@ -133,7 +166,7 @@ def test_demo_rerun_reuses_finished_stages(demo_run: tuple[Path, str]) -> None:
     head = out / "ensemble" / "member-0" / "cft" / "head.safetensors"
     stamps = (weights.stat().st_mtime_ns, head.stat().st_mtime_ns)
     result = run_demo(out, quick=True, progress=False, echo=lambda message: None)
-    assert result.reused["prepare"] and result.reused["train"] and result.reused["cft"]
+    assert result.reused["prepare"] and result.reused["train"] and result.reused["cft"] and result.reused["cross-fit"]
     assert (weights.stat().st_mtime_ns, head.stat().st_mtime_ns) == stamps
     assert [row["name"] for row in result.after] == MODELS
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from chexcft.data import missing_files, read_chexpert_csv
-from chexcft.data.demo import (
+from chexcft.demo.data import (
     RELEASE,
     SPLITS,
     UNCERTAIN_IF_POSITIVE,
@@ -178,3 +178,37 @@ def test_build_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
     build_demo_data(source, tmp_path / "demo")
     rebuilt = build_demo_data(source, tmp_path / "demo", seed=1)
     assert (rebuilt / RELEASE / "train.csv").is_file() and not list(tmp_path.glob(".demo.*"))
+
+
+def test_the_external_set_is_nih617_in_the_chexpert_layout_with_full_labels() -> None:
+    from chexcft.data import read_table
+    from chexcft.demo.data import EXTERNAL_RELEASE, external_csv, external_root
+
+    frame = read_chexpert_csv(external_csv())
+    assert external_csv().read_text().splitlines()[0] == ",".join(CSV_HEADER)
+    assert len(frame) == 617 and frame["patient"].is_unique and missing_files(frame) == []
+    assert frame["Path"].str.fullmatch(rf"{EXTERNAL_RELEASE}/test/patient\d{{5}}/study\d+/view1_frontal\.png").all()
+    train_patients = set(read_table(demo_csv("train"), demo_root())["patient"].str.rpartition("/")[2])
+    assert not train_patients & set(frame["patient"].str.rpartition("/")[2])  # no patient shared with NIH1000
+    assert frame[BINARY].isin([0.0, 1.0]).all().all() and frame[UNMAPPED].isna().all().all()
+    # NIH's positives (README of ../shared/data): Mass 72 + Nodule 89 overlap into Lung Lesion
+    assert {o: int(frame[o].sum()) for o in ("Cardiomegaly", "Edema", "Pleural Effusion", "Lung Opacity")} == {
+        "Cardiomegaly": 54, "Edema": 18, "Pleural Effusion": 81, "Lung Opacity": 122}
+    source = (external_root() / EXTERNAL_RELEASE / "SOURCE.txt").read_text()
+    assert "NIH Clinical Center" in source and "CVPR 2017" in source
+    with Image.open(frame["abs_path"].iloc[0]) as image:
+        assert image.size == (320, 320)
+
+
+def test_external_build_is_reproducible(shared_dir: Path | None, tmp_path: Path) -> None:
+    from chexcft.demo.data import EXTERNAL_RELEASE, build_external_data, external_root
+
+    nih = shared_dir / "data" / "nih617" if shared_dir is not None else None
+    if nih is None or not (nih / "labels.csv").is_file():
+        pytest.skip("../shared/data/nih617 is not here, so the committed data/nih617 cannot be rebuilt from it")
+    out = build_external_data(nih, tmp_path / "nih617")
+    for relative in (f"{EXTERNAL_RELEASE}/test.csv", f"{EXTERNAL_RELEASE}/SOURCE.txt"):
+        assert (out / relative).read_bytes() == (external_root() / relative).read_bytes(), relative
+    some = sorted((out / EXTERNAL_RELEASE / "test").rglob("*.png"))[:5]
+    for path in some:
+        assert path.read_bytes() == (external_root() / path.relative_to(out)).read_bytes()

@@ -59,7 +59,7 @@ def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert (out / "plots" / name).is_file()
 
     from chexcft.data import read_table
-    from chexcft.data.demo import demo_csv, demo_root
+    from chexcft.demo.data import demo_csv, demo_root
     from chexcft.submission import check_submission, read_submission
 
     check_submission(read_submission(out / "test_submission.csv"), read_table(demo_csv("test"), demo_root()))

@@ -13,7 +13,7 @@ import pytest
 import typer
 
 from chexcft.cli import app
-from chexcft.data.demo import demo_root
+from chexcft.demo.data import demo_root
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"

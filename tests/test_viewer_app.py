@@ -213,3 +213,33 @@ def test_bad_options_show_an_error_not_a_traceback(
     at = start(monkeypatch, ["--data", str(inputs.data_csv)])
     assert not at.exception
     assert "--model" in at.error[0].value
+
+
+def test_threshold_control_offers_operating_points_and_saved_thresholds(
+    monkeypatch: pytest.MonkeyPatch, inputs: ViewerInputs, expected: pd.DataFrame
+) -> None:
+    import json
+
+    from chexcft.viewer import performance
+
+    saved = inputs.ensemble_dir / "thresholds.json"
+    saved.write_text(json.dumps({"rule": "youden", "thresholds": {"Atelectasis": 1.5}}))  # above every probability
+    try:
+        at = start(monkeypatch, inputs.argv())
+        choices = at.sidebar.selectbox(key="threshold-rule").options
+        assert choices == ["manual", performance.SAVED, "youden", "sensitivity=0.9", "specificity=0.9", "ppv=0.8"]
+        at.sidebar.selectbox(key="threshold-rule").set_value(performance.SAVED).run()
+        no_problems(at)
+        assert metric(at, "Decision").value == "negative"
+        at.sidebar.selectbox(key="threshold-rule").set_value("sensitivity=0.9").run()
+        no_problems(at)
+        assert any("sensitivity=0.9, chosen on these images' labels" in c.value for c in at.sidebar.caption)
+    finally:
+        saved.unlink()
+    at = start(monkeypatch, inputs.argv())
+    assert performance.SAVED not in at.sidebar.selectbox(key="threshold-rule").options
+    at.sidebar.radio(key="page").set_value("Performance").run()
+    no_problems(at)
+    tables = [frame.value for frame in at.dataframe if "calibrated 95% CI" in frame.value.columns]
+    few = tables[0][tables[0]["positives"] < 10]
+    assert len(few) and (few["calibrated 95% CI"] == "unreliable").all()  # small fixture: few positives

@@ -73,7 +73,10 @@ def test_prediction_rows_show_calibrated_raw_members_and_the_decision(loaded) ->
     _, _, predictions = loaded
     rows = session.prediction_rows(predictions, 0, threshold=0.5)
     assert rows.columns.tolist() == ["Finding", "Calibrated", "Raw model", "Decision", "member-0", "member-1"]
-    np.testing.assert_allclose(rows["Calibrated"], rows[["member-0", "member-1"]].mean(axis=1))
+    # the ensemble has no fitted combination: the sigmoid of the members' mean logit (not the mean of their probabilities)
+    expected = 1.0 / (1.0 + np.exp(-predictions.logits[:, 0].mean(axis=0)))
+    np.testing.assert_allclose(rows["Calibrated"], expected)
+    np.testing.assert_allclose(rows[["member-0", "member-1"]].to_numpy().T, predictions.calibrated[:, 0])
     assert ((rows["Calibrated"] >= 0.5) == (rows["Decision"] == "positive")).all()
     strict = session.prediction_rows(predictions, 0, threshold=1.0)
     assert set(strict["Decision"]) == {"negative"}

@@ -40,7 +40,7 @@ def make_tiny_data(folder: Path, n_train: int = 48, n_valid: int = 24) -> TinyDa
 
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        from chexcft.data.demo import demo_csv, demo_root
+        from chexcft.demo.data import demo_csv, demo_root
 
         train_src, valid_src, root = demo_csv("train"), demo_csv("valid"), demo_root()
         available = train_src.is_file() and valid_src.is_file()

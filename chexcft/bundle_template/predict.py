@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             prior=settings["prior"],
             tta=settings["tta"],
             which=settings["which"],
+            combination=settings.get("combination"),
             device=args.device,
             batch_size=args.batch_size,
             workers=0,

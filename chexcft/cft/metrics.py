@@ -1,6 +1,8 @@
 """Ranking metrics for many candidate heads at once: ROC-AUC and average precision, ties as scikit-learn.
 
-Scores are laid out (k, n): one row per candidate head, one column per image.
+Scores are laid out (k, n): one row per candidate head, one column per image. NumPy arrays and CPU tensors take
+the exact NumPy path (SIMD sorts and binary searches, rows over threads); tensors on an accelerator are ranked
+there (`auc_torch`), so a CUDA population never leaves the device.
 """
 
 from __future__ import annotations
@@ -60,36 +62,83 @@ def auc_split(neg: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return np.asarray(twice, dtype=np.float64) / (2.0 * n_neg * n_pos)
 
 
-def ap_rows(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Average precision of every row of scores (k, n) for binary y (n,); float64 (k,), ties as scikit-learn."""
-    scores_t = torch.from_numpy(np.ascontiguousarray(np.atleast_2d(scores)))
+def _tie_group_bounds(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For row-sorted values (k, n): the first and the last position of each element's group of tied values."""
+    k, n = values.shape
+    positions = torch.arange(n, dtype=torch.int64, device=values.device).expand(k, n)
+    first = torch.ones_like(values, dtype=torch.bool)
+    first[:, 1:] = values[:, 1:] != values[:, :-1]
+    last = torch.ones_like(values, dtype=torch.bool)
+    last[:, :-1] = first[:, 1:]
+    start = torch.cummax(torch.where(first, positions, torch.zeros_like(positions)), dim=1).values
+    end = torch.where(last, positions, torch.full_like(positions, n))
+    end = torch.flip(torch.cummin(torch.flip(end, dims=[1]), dim=1).values, dims=[1])
+    return start, end
+
+
+def auc_torch(scores: torch.Tensor, n_neg: int) -> torch.Tensor:
+    """ROC-AUC of every row of a (k, n) tensor whose first n_neg columns are negatives, on the tensor's device.
+
+    Mann-Whitney from average ranks (ties count one half, as in scikit-learn); float64 (k,) on the same device.
+    """
+    scores = torch.atleast_2d(scores)
+    k, n = scores.shape
+    n_pos = n - n_neg
+    if n_neg == 0 or n_pos == 0:
+        return torch.full((k,), float("nan"), dtype=torch.float64, device=scores.device)
+    values, order = torch.sort(scores, dim=1)
+    start, end = _tie_group_bounds(values)
+    ranks = (start + end).to(torch.float64) / 2.0 + 1.0  # 1-based average rank of each sorted position
+    is_pos = order >= n_neg
+    rank_sum = torch.where(is_pos, ranks, torch.zeros_like(ranks)).sum(dim=1)
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (float(n_neg) * n_pos)
+
+
+def ap_rows(scores: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Average precision of every row of scores (k, n) for binary y (n,); float64 (k,), ties as scikit-learn.
+
+    A tensor in gives a tensor out, on its device; a NumPy array gives a NumPy array.
+    """
+    as_tensor = isinstance(scores, torch.Tensor)
+    scores_t = torch.atleast_2d(scores) if as_tensor else torch.from_numpy(np.ascontiguousarray(np.atleast_2d(scores)))
     k, n = scores_t.shape
-    y_t = torch.from_numpy(np.asarray(y, dtype=bool))
+    y_t = torch.as_tensor(np.asarray(y, dtype=bool) if not isinstance(y, torch.Tensor) else y, dtype=torch.bool,
+                          device=scores_t.device)
     n_pos = int(y_t.sum())
     if n_pos == 0 or n_pos == n:
-        return np.full(k, np.nan)
+        nan = torch.full((k,), float("nan"), dtype=torch.float64, device=scores_t.device)
+        return nan if as_tensor else nan.numpy()
     values, order = torch.sort(scores_t, dim=1, descending=True)
     hits = y_t[order].to(torch.float64)
     tp = torch.cumsum(hits, dim=1)
     # precision is read at the end of each group of tied scores (one threshold per distinct score)
-    last = torch.ones_like(values, dtype=torch.bool)
-    last[:, :-1] = values[:, 1:] != values[:, :-1]
-    positions = torch.arange(n, dtype=torch.int64).expand(k, n)
-    end = torch.where(last, positions, torch.full_like(positions, n))
-    group_end = torch.flip(torch.cummin(torch.flip(end, dims=[1]), dim=1).values, dims=[1])
+    _, group_end = _tie_group_bounds(values)
     precision_at_end = torch.gather(tp, 1, group_end) / (group_end + 1).to(torch.float64)
-    return ((hits * precision_at_end).sum(dim=1) / n_pos).numpy()
+    ap = (hits * precision_at_end).sum(dim=1) / n_pos
+    return ap if as_tensor else ap.numpy()
 
 
-def metric_rows(metric: str, scores: np.ndarray, n_neg: int) -> np.ndarray:
-    """`metric` of every row of scores (k, n) whose first n_neg columns are negatives, the rest positives."""
+def metric_rows(metric: str, scores: np.ndarray | torch.Tensor, n_neg: int) -> np.ndarray:
+    """`metric` of every row of scores (k, n) whose first n_neg columns are negatives, the rest positives.
+
+    NumPy arrays and CPU tensors take the NumPy path; accelerator tensors are ranked on their device. float64 (k,).
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    if isinstance(scores, torch.Tensor):
+        if scores.device.type != "cpu":
+            if metric == "auc":
+                return auc_torch(scores, n_neg).cpu().numpy()
+            y = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+            y[n_neg:] = True
+            return ap_rows(scores, y).cpu().numpy()
+        scores = scores.detach().numpy()
+    scores = np.atleast_2d(scores)
     if metric == "auc":
         return auc_split(scores[:, :n_neg], scores[:, n_neg:])
-    if metric == "ap":
-        y = np.zeros(scores.shape[1], dtype=bool)
-        y[n_neg:] = True
-        return ap_rows(scores, y)
-    raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    y = np.zeros(scores.shape[1], dtype=bool)
+    y[n_neg:] = True
+    return ap_rows(scores, y)
 
 
 def _check(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,7 @@ class SplitFeatures:
     bias: np.ndarray
     observations: tuple[str, ...]
     path: Path
+    paths: tuple[str, ...] = ()  # the Path of each row (the CSV's, as read_table writes it)
 
 
 def cft_labels(raw: np.ndarray, known: str = "explicit") -> np.ndarray:
@@ -81,7 +82,7 @@ def split_features(run_dir: PathLike, csv: PathLike, root: PathLike | None, *, w
         export_features(run_dir, table, cache, out, which=which, settings=settings)
     exported = load_features(out)
     return SplitFeatures(exported.features, cft_labels(exported.labels, known), exported.weight, exported.bias,
-                         tuple(exported.observations), out)
+                         tuple(exported.observations), out, tuple(exported.paths))
 
 
 def _auc(y: np.ndarray, scores: np.ndarray) -> float:
@@ -236,7 +237,7 @@ def run_cft(
         "optimizer": tuner.optimizer,
         "metric": tuner.metric,
         "known": known,
-        "settings": {k: getattr(tuner, k) for k in ("loss", "max_steps", "patience", "lr", "population", "seed", "ga_sigma")},
+        "settings": {k: v for k, v in tuner.get_params().items() if k != "observations"},
         "splits": {"train": str(train_csv), "valid": str(valid_csv), "test": str(test_csv) if test_csv else None},
         "held_out": held_out is not None,
         "note": None if held_out else OPTIMISTIC_NOTE,

@@ -11,6 +11,14 @@ import torch
 
 from chexcft.cft.metrics import metric_rows
 
+def project(z: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """z (n, d) @ columns (d, k) -> (n, k). On the CPU as k matrix-vector products: CPU BLAS's narrow GEMMs are
+    several times slower than k GEMVs at this shape (measured: 5 columns, 34 ms vs 7.5 ms per 2048 x 1024 block)."""
+    if z.device.type != "cpu" or columns.shape[1] > 64:
+        return z @ columns
+    return torch.stack([torch.mv(z, columns[:, j].contiguous()) for j in range(columns.shape[1])], dim=1)
+
+
 # Called whenever the kept head improves: (seconds since the category started, weight (d,), bias).
 Progress = Callable[[float, np.ndarray, float], None]
 
@@ -29,21 +37,40 @@ class CategoryProblem:
     _callback_seconds: float = 0.0
 
     @property
+    def device(self) -> torch.device:
+        """The device holding the features (every computation on them runs there)."""
+        return self.z_train.device
+
+    @property
     def y_train(self) -> torch.Tensor:
-        """Training targets (n,) float32: zeros then ones."""
-        y = torch.ones(self.z_train.shape[0], dtype=torch.float32)
+        """Training targets (n,) float32: zeros then ones, on the features' device."""
+        y = torch.ones(self.z_train.shape[0], dtype=torch.float32, device=self.device)
         y[: self.n_neg_train] = 0.0
         return y
 
+    def tensor(self, values: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """`values` as a float32 tensor on the features' device."""
+        return torch.as_tensor(np.asarray(values, dtype=np.float32) if not isinstance(values, torch.Tensor) else values,
+                               dtype=torch.float32, device=self.device)
+
     def train_metric(self, weights: torch.Tensor, biases: torch.Tensor) -> np.ndarray:
         """Training metric of k heads, weights (k, d), biases (k,): one matrix product, one ranking pass."""
-        scores = torch.addmm(biases[:, None], weights, self.z_train.T)
-        return metric_rows(self.metric, scores.numpy(), self.n_neg_train)
+        with torch.no_grad():
+            scores = project(self.z_train, self.tensor(weights).T).T + self.tensor(biases)[:, None]
+        return metric_rows(self.metric, scores, self.n_neg_train)
 
-    def valid_metric(self, weight: torch.Tensor, bias: float | torch.Tensor) -> float:
+    def valid_metric(self, weight: np.ndarray | torch.Tensor, bias: float | torch.Tensor) -> float:
         """Validation metric of one head."""
-        scores = (self.z_valid @ weight + bias)[None, :]
-        return float(metric_rows(self.metric, scores.numpy(), self.n_neg_valid)[0])
+        with torch.no_grad():
+            bias = self.tensor(bias) if isinstance(bias, torch.Tensor) else float(bias)
+            scores = (self.z_valid @ self.tensor(weight) + bias)[None, :]
+        return float(metric_rows(self.metric, scores, self.n_neg_valid)[0])
+
+    def valid_metrics(self, weights: torch.Tensor, biases: torch.Tensor) -> np.ndarray:
+        """Validation metric of k heads, weights (k, d), biases (k,)."""
+        with torch.no_grad():
+            scores = project(self.z_valid, self.tensor(weights).T).T + self.tensor(biases)[:, None]
+        return metric_rows(self.metric, scores, self.n_neg_valid)
 
     def elapsed(self) -> float:
         """Seconds since the category started, not counting time spent in progress callbacks."""
@@ -70,3 +97,4 @@ class FitResult:
     steps: int
     improved: bool
     seconds: float
+    info: dict = field(default_factory=dict)  # optimiser-specific facts for the report (e.g. the chosen lambda)

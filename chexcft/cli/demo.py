@@ -1,4 +1,5 @@
-"""`chexcft demo`: the whole pipeline on the bundled data (cache, ensemble, CFT, evaluation, submission, report)."""
+"""`chexcft demo`: the whole pipeline on the bundled data (cache, ensemble, CFT, external evaluation, cross-fit,
+submission, report)."""
 
 from __future__ import annotations
 
@@ -12,28 +13,33 @@ from chexcft.cli import app, console
 
 
 def _auc_table(result) -> Table:  # result: chexcft.demo.DemoResult
-    table = Table(title="Held-out test AUC (mean over the 5 tasks, 95% CI)")
-    table.add_column("model")
-    table.add_column("policy")
-    table.add_column("before CFT", justify="right")
-    table.add_column("after CFT", justify="right")
-    table.add_column("change", justify="right")
-    policies = dict(zip([m.name for m in result.members], result.settings.member_policies()))
-    after = {row["name"]: row for row in result.after}
-    for row in result.before:
-        other = after.get(row["name"], {})
-        change = (other.get("mean_auc") - row["mean_auc"]) if None not in (row.get("mean_auc"), other.get("mean_auc")) else None
-        table.add_row(row["name"], policies.get(row["name"], "mean of members"),
-                      _with_ci(row.get("mean_auc"), row.get("mean_auc_ci")),
-                      _with_ci(other.get("mean_auc"), other.get("mean_auc_ci")),
-                      "n/a" if change is None else f"{change:+.3f}")
+    from chexcft.demo import mean_auc_table
+
+    table = Table(title="nih617 (external, held out): mean AUC over the 5 competition tasks")
+    for column in ("model", "members / rule", "before CFT", "after CFT", "change"):
+        table.add_column(column, justify="left" if column in ("model", "members / rule") else "right")
+    specs = dict(zip([m.name for m in result.members], result.settings.member_policies()))
+    specs["ensemble"] = f"{result.combination.rule} + its calibration"
+    for row in mean_auc_table(result).itertuples(index=False):
+        table.add_row(row.model, specs.get(row.model, ""), f"{row._1:.4f}", f"{row._2:.4f}", f"{row.change:+.4f}")
     return table
 
 
-def _with_ci(value: float | None, ci: list | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" + ("" if not ci or ci[0] is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+def _crossfit_table(result) -> Table:
+    from chexcft.demo.report import _gain_cell
+
+    crossfit = result.crossfit
+    settings = crossfit["settings"]
+    table = Table(title=f"CFT's cross-fitted held-out gain (ensemble, {settings['k']} patient folds over "
+                        f"{settings['images']} images; 95% patient-bootstrap CI)")
+    for column in ("finding", "pos/neg", "AUC before", "AUC after", "gain [95% CI]"):
+        table.add_column(column, justify="left" if column == "finding" else "right")
+    for row in crossfit["ensemble"]:
+        if row.get("gain") is None:
+            continue
+        table.add_row(row["observation"], f"{row['n_pos']}/{row['n_neg']}", f"{row['auc_before']:.3f}",
+                      f"{row['auc_after']:.3f}", _gain_cell(row))
+    return table
 
 
 @app.command("demo")
@@ -41,18 +47,27 @@ def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for everything the demo writes."),
     fresh: bool = typer.Option(False, "--fresh", help="Start over: delete the previous demo run in --out first."),
     quick: bool = typer.Option(False, "--quick", help="Smallest settings (tiny model, 1 epoch, small budgets): a smoke test."),
-    members: int = typer.Option(3, "--members", min=1, help="Ensemble members (policies U-Ones, U-Zeros, U-Ignore, cycled)."),
+    members: Optional[int] = typer.Option(None, "--members", min=1,
+                                          help="Ensemble members (default: one per --member spec, cycled)."),
+    member: Optional[list[str]] = typer.Option(
+        None, "--member", help="Member spec (repeatable; default U-Ones, U-Zeros, U-Ignore), as train-ensemble --policies."),
+    rule: Optional[str] = typer.Option(None, "--rule", help="Ensemble rule: mean-logit (default), mean-prob or rank."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Image size in pixels (default 64; --quick 32)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per member (default 3; --quick 1)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Run the whole product on the bundled demo data and write OUT/report.md (re-runs reuse finished stages)."""
+    """Run the whole product on the bundled real images and write OUT/report.md (re-runs reuse finished stages)."""
     from chexcft.demo import run_demo
 
     result = run_demo(out, fresh=fresh, members=members, image_size=image_size, epochs=epochs, quick=quick,
-                      progress=not quiet, echo=lambda message: console.print(message, highlight=False))
+                      policies=member, rule=rule, progress=not quiet,
+                      echo=lambda message: console.print(message, highlight=False))
+    console.print(_crossfit_table(result))
     console.print(_auc_table(result))
-    console.print(f"per task and the plots: {result.report}", highlight=False, soft_wrap=True)
+    from chexcft.demo.report import ensemble_line
+
+    console.print(ensemble_line(result)[0].replace("**", ""), highlight=False, soft_wrap=True)
+    console.print(f"per finding, external validation and the plots: {result.report}", highlight=False, soft_wrap=True)
     reused = [stage for stage, flag in result.reused.items() if flag]
     console.print(f"finished in {result.total_seconds:.0f} s" + (f" (reused: {', '.join(reused)})" if reused else ""))
     for what, path in (

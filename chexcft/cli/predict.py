@@ -40,6 +40,17 @@ def _print_prediction_summary(result: Any) -> None:
         )
 
 
+def _saved_thresholds(model: list[Path]) -> dict[str, Any]:
+    """The thresholds.json of the one run or ensemble directory given (decisions belong to one model's scores)."""
+    from chexcft.errors import ChexcftError
+    from chexcft.evaluation.operating import load_thresholds
+
+    if len(model) != 1:
+        raise ChexcftError("--decisions: give one --model (a run or an ensemble directory holding thresholds.json); "
+                           "thresholds chosen for one model's scores do not carry over to another mix")
+    return {**load_thresholds(model[0]), "folder": str(model[0])}
+
+
 @app.command("predict")
 def predict_command(
     model: list[Path] = typer.Option(..., "--model", "-m", help=_MODEL_HELP),
@@ -52,19 +63,33 @@ def predict_command(
     workers: int = typer.Option(0, "--workers", help="Image-reading loader processes."),
     which: str = typer.Option("best", "--which", help="Weights of each run: best or last."),
     no_cft: bool = typer.Option(False, "--no-cft", help="Ignore the runs' CFT head and calibration."),
+    uncalibrated: bool = typer.Option(
+        False, "--uncalibrated",
+        help="Leave out every calibration (after CFT, before calibration: what `evaluate --ensemble mean-logit` combines).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    decisions: bool = typer.Option(
+        False, "--decisions", help="Add decision_<finding> (0/1) columns at the thresholds saved in the model's "
+        "thresholds.json (`chexcft evaluate --operating-point ... --save-thresholds`)."),
 ) -> None:
-    """Predict every image of a table or folder (mean over models); exit 1 when any image is unreadable."""
+    """Predict every image of a table or folder (a run, or an ensemble by its rule); exit 1 when any is unreadable."""
     from chexcft.data import read_table
     from chexcft.predict import predict_table, write_predictions
 
+    thresholds = _saved_thresholds(model) if decisions else None
     table = read_table(input_path, root)
     result = predict_table(
         table, model, tta=tta, batch_size=batch_size, device=device, workers=workers,
-        which=which, use_cft=not no_cft, progress=not quiet,
+        which=which, use_cft=not no_cft, calibrated=not uncalibrated, progress=not quiet,
     )
     if result.rank != 0:
         raise typer.Exit(1 if result.n_failed else 0)
+    if thresholds is not None:
+        from chexcft.evaluation.operating import add_decisions
+
+        result.predictions, missing = add_decisions(result.predictions, thresholds["thresholds"])
+        console.print(f"decisions at the {thresholds.get('rule', 'saved')} thresholds of {thresholds['folder']}"
+                      + (f"; not predicted, so no decision: {', '.join(missing)}" if missing else ""))
     written, failures = write_predictions(result, out)
     _print_prediction_summary(result)
     _print_failures(result.failures, failures)

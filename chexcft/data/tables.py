@@ -9,14 +9,17 @@ import pandas as pd
 
 from chexcft.data.chexpert import read_chexpert_csv, read_path_csv
 from chexcft.data.folder import read_image_folder
+from chexcft.data.mimic import is_mimic_root, read_mimic
 from chexcft.data.nih import is_nih_header, read_nih_csv
 from chexcft.errors import InvalidDatasetError
 from chexcft.schema import OBSERVATIONS
 
 
 def read_table(csv_or_folder: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """Read a CheXpert CSV, a CSV with only Path (labels NaN), an NIH label CSV (root = images folder) or a folder."""
+    """Read a CheXpert CSV, a Path-only CSV (labels NaN), an NIH label CSV (root = images), a MIMIC-CXR-JPG root or a folder."""
     source = Path(csv_or_folder)
+    if source.is_dir() and is_mimic_root(source):
+        return read_mimic(source)[0]
     if source.is_dir():
         return read_image_folder(source)
     if not source.is_file():

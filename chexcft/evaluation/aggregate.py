@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from chexcft.errors import InvalidDatasetError, SubmissionError
-from chexcft.keys import scorer_study_key, study_key
+from chexcft.keys import normalise_path, scorer_study_key, study_key
 from chexcft.schema import COMPETITION_TASKS, OBSERVATIONS, STUDY_COLUMN
 
 PATH_COLUMN = "Path"
+NIH_KEY = "Image Index"
 AGGREGATIONS: tuple[str, ...] = ("max", "mean")
+UNLABELLED_RULES: tuple[str, ...] = ("error", "ignore", "negative")
+UNCERTAIN_RULES: tuple[str, ...] = ("error", "ignore", "positive", "negative")
 _SHOWN = 5
 
 
@@ -51,6 +54,11 @@ def aggregate_by_study(
     grouped = values.groupby(pd.Series(studies, index=frame.index, name=STUDY_COLUMN), sort=False)
     out = grouped.max() if how == "max" else grouped.mean()
     return out.reset_index()[[STUDY_COLUMN, *columns]]
+
+
+def read_csv(path: str | os.PathLike[str], kind: str) -> pd.DataFrame:
+    """Read a ground-truth or prediction CSV with stripped column names; SubmissionError names the file."""
+    return _read_csv(path, kind)
 
 
 def _read_csv(path: str | os.PathLike[str], kind: str) -> pd.DataFrame:
@@ -133,22 +141,25 @@ def _duplicates(keys: pd.Series) -> list[str]:
 
 
 def align_to_groundtruth(
-    groundtruth: pd.DataFrame, predictions: pd.DataFrame, name: str, tasks: Sequence[str] = COMPETITION_TASKS
+    groundtruth: pd.DataFrame, predictions: pd.DataFrame, name: str, tasks: Sequence[str] = COMPETITION_TASKS,
+    key: str = STUDY_COLUMN,
 ) -> np.ndarray:
-    """Predictions (n, T) in the ground truth's study order; SubmissionError lists duplicated/missing/extra studies."""
-    gt_keys = groundtruth[STUDY_COLUMN].astype(str).map(scorer_study_key)
-    pred_keys = predictions[STUDY_COLUMN].astype(str).map(scorer_study_key)
+    """Predictions (n, T) in the ground truth's row order; SubmissionError lists duplicated/missing/extra keys."""
+    normalise = key_normaliser(key)
+    gt_keys = groundtruth[key].astype(str).map(normalise)
+    pred_keys = predictions[key].astype(str).map(normalise)
+    what = "studies" if key == STUDY_COLUMN else f"{key} values"
     problems = []
     for label, keys in (("ground truth", gt_keys), (name, pred_keys)):
         dup = _duplicates(keys)
         if dup:
-            problems.append(f"duplicated studies in {label} {_listing(dup)}")
+            problems.append(f"duplicated {what} in {label} {_listing(dup)}")
     missing = sorted(set(gt_keys) - set(pred_keys))
     extra = sorted(set(pred_keys) - set(gt_keys))
     if missing:
-        problems.append(f"studies missing from {name} {_listing(missing)}")
+        problems.append(f"{what} missing from {name} {_listing(missing)}")
     if extra:
-        problems.append(f"studies in {name} but not in the ground truth {_listing(extra)}")
+        problems.append(f"{what} in {name} but not in the ground truth {_listing(extra)}")
     if problems:
         raise SubmissionError(f"{name}: " + "; ".join(problems))
     indexed = predictions.set_axis(pred_keys.to_numpy(), axis=0)
@@ -165,3 +176,131 @@ def row_name(path: str | os.PathLike[str], taken: set[str]) -> str:
     while f"{path.stem}-{counter}" in taken:
         counter += 1
     return f"{path.stem}-{counter}"
+
+
+def resolve_key(key: str | None, columns: Sequence[str], path: str | os.PathLike[str]) -> str:
+    """The join column: `key` when given, else Study (a Study or Path column: studies) or NIH's Image Index."""
+    if key is not None:
+        if key == STUDY_COLUMN and (STUDY_COLUMN in columns or PATH_COLUMN in columns):
+            return key
+        if key not in columns:
+            raise SubmissionError(f"{path}: no key column {key!r} (columns: {', '.join(columns)})")
+        return key
+    if STUDY_COLUMN in columns or PATH_COLUMN in columns:
+        return STUDY_COLUMN
+    if NIH_KEY in columns:
+        return NIH_KEY
+    raise SubmissionError(
+        f"{path}: needs a {STUDY_COLUMN!r} column (study level), a {PATH_COLUMN!r} column (image level) or "
+        f"--key naming the column to join on (columns: {', '.join(columns)})"
+    )
+
+
+def key_normaliser(key: str) -> Callable[[str], str]:
+    """How keys are compared: studies as the scorer does (one trailing slash), paths with forward slashes."""
+    if key == STUDY_COLUMN:
+        return scorer_study_key
+    if key == PATH_COLUMN:
+        return normalise_path
+    return lambda value: str(value).strip()
+
+
+def _key_values(frame: pd.DataFrame, key: str, path: str | os.PathLike[str]) -> pd.Series:
+    if key in frame.columns:
+        values = frame[key]
+    elif key == NIH_KEY and PATH_COLUMN in frame.columns:  # chexcft predict on an NIH file: .../<Image Index>
+        values = frame[PATH_COLUMN].astype("string").str.replace("\\", "/", regex=False).str.rpartition("/")[2]
+    else:
+        raise SubmissionError(f"{path}: no key column {key!r} (columns: {', '.join(frame.columns)})")
+    empty = values.isna() | (values.astype(str).str.strip() == "")
+    if empty.any():
+        row = int(np.flatnonzero(empty.to_numpy())[0])
+        raise SubmissionError(f"{path}: row {row + 2}, column {key!r}: empty key")
+    return values.astype(str).rename(key)
+
+
+def _combined(frame: pd.DataFrame, path: str | os.PathLike[str], sources: Mapping[str, Sequence[str]],
+              finite: bool) -> pd.DataFrame:
+    columns = list(dict.fromkeys(c for cols in sources.values() for c in cols))
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SubmissionError(f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(frame.columns)})")
+    values = frame[columns].apply(pd.to_numeric, errors="coerce")
+    if finite:
+        values = _task_values(frame, path, columns)
+    else:
+        text = frame[columns].astype("string").apply(lambda c: c.str.strip())
+        bad = values.isna().to_numpy() & ~(frame[columns].isna() | (text == "")).to_numpy()
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise InvalidDatasetError(
+                f"{path}: row {row + 2}, column {columns[col]!r}: label {frame[columns[col]].iloc[row]!r} is not a number"
+            )
+    out = pd.DataFrame({task: values[list(cols)].max(axis=1, skipna=True) for task, cols in sources.items()},
+                       index=frame.index)
+    return out
+
+
+def apply_label_rules(table: pd.DataFrame, tasks: Sequence[str], path: str | os.PathLike[str], *,
+                      unlabelled: str = "error", uncertain: str = "error", key: str = STUDY_COLUMN) -> pd.DataFrame:
+    """Ground truth labels -> 1, 0 or NaN (not used): blanks and -1 handled by the rules, anything else an error."""
+    if unlabelled not in UNLABELLED_RULES:
+        raise ValueError(f"unlabelled must be one of {UNLABELLED_RULES}, got {unlabelled!r}")
+    if uncertain not in UNCERTAIN_RULES:
+        raise ValueError(f"uncertain must be one of {UNCERTAIN_RULES}, got {uncertain!r}")
+    labels = table[list(tasks)].to_numpy(dtype=np.float64, copy=True)
+    blank, unsure = np.isnan(labels), labels == -1.0
+    for mask, rule, what, option in ((blank, unlabelled, "blank (no label)", "--unlabelled"),
+                                     (unsure, uncertain, "uncertain (-1)", "--uncertain")):
+        if not mask.any():
+            continue
+        if rule == "error":
+            row, col = np.argwhere(mask)[0]
+            raise InvalidDatasetError(
+                f"{path}: {key} {table[key].iloc[row]!r}, column {tasks[col]!r}: label is {what}; ground truth must be "
+                f"0 or 1, or choose {option} ({'/'.join(UNLABELLED_RULES if option == '--unlabelled' else UNCERTAIN_RULES)})"
+                f" ({int(mask.sum())} such cell(s))"
+            )
+        labels[mask] = {"ignore": np.nan, "negative": 0.0, "positive": 1.0}[rule]
+    not_binary = ~(np.isin(labels, (0.0, 1.0)) | np.isnan(labels))
+    if not_binary.any():
+        row, col = np.argwhere(not_binary)[0]
+        raise InvalidDatasetError(
+            f"{path}: {key} {table[key].iloc[row]!r}, column {tasks[col]!r}: "
+            f"label {float(labels[row, col]):g} is not 0 or 1 (ground truth must be binary)"
+        )
+    out = table.copy()
+    out[list(tasks)] = labels
+    return out
+
+
+def load_keyed(
+    path: str | os.PathLike[str], sources: Mapping[str, Sequence[str]], *, key: str = STUDY_COLUMN,
+    views: str = "max", kind: str = "prediction", frame: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """A file's rows as [key, tasks]: each task the max of its source columns; image rows -> studies for key Study.
+
+    Predictions must be finite numbers; ground-truth values may be blank (NaN) or -1, for apply_label_rules.
+    """
+    frame = _read_csv(path, kind) if frame is None else frame
+    tasks = list(sources)
+    truth = kind == "ground-truth"
+    if key == STUDY_COLUMN and STUDY_COLUMN not in frame.columns and PATH_COLUMN in frame.columns:
+        values = _combined(frame, path, sources, finite=not truth)
+        images = pd.concat([frame[PATH_COLUMN], values], axis=1)
+        if truth:
+            studies = pd.Series(_study_keys(frame[PATH_COLUMN]), name=STUDY_COLUMN)
+            spread = values.groupby(studies.to_numpy(), sort=False).nunique(dropna=False).max(axis=1)
+            conflicting = list(spread.index[spread > 1])
+            if conflicting:
+                raise InvalidDatasetError(
+                    f"{path}: images of one study carry different labels in {_listing(conflicting)} "
+                    f"(for image-level labels use --key {PATH_COLUMN})"
+                )
+        try:
+            return aggregate_by_study(images, how="max" if truth else views, columns=tasks)
+        except (ValueError, InvalidDatasetError) as exc:
+            raise SubmissionError(f"{path}: {exc}") from None
+    keys = _key_values(frame, key, path)
+    values = _combined(frame, path, sources, finite=not truth)
+    return pd.concat([keys.reset_index(drop=True), values.reset_index(drop=True)], axis=1)[[key, *tasks]]

@@ -1,4 +1,9 @@
-"""Ensembles of study-level scores: mean, rank-mean, and per-task weights cross-fitted with Nevergrad."""
+"""Ensembles of study-level scores: mean, mean logit, rank-mean, and per-task weights cross-fitted with Nevergrad.
+
+`mean-logit` is the rule an ensemble directory predicts with by default (chexcft.combination) when the files
+hold the members' probabilities before calibration (`chexcft predict --uncalibrated`); `mean` of calibrated
+member files lets each member's calibration re-weight it. `rank` ranks within the evaluated studies.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,19 @@ from sklearn.model_selection import StratifiedKFold
 from chexcft.errors import ChexcftError
 from chexcft.evaluation.metrics import population_auc, roc_auc, undefined_auc_reason
 
-ENSEMBLES: tuple[str, ...] = ("mean", "rank", "weighted")
+ENSEMBLES: tuple[str, ...] = ("mean", "mean-logit", "rank", "weighted")
 SIGMA = 0.5  # mutation scale of the free parameters (softmax logits) around the uniform mix
 
 
 def mean_ensemble(scores: np.ndarray) -> np.ndarray:
     """Plain mean of the models' scores: (M, n, T) -> (n, T)."""
     return np.asarray(scores, dtype=np.float64).mean(axis=0)
+
+
+def mean_logit_ensemble(scores: np.ndarray) -> np.ndarray:
+    """Mean of the models' logits, logit(p) with p clipped to [1e-7, 1 - 1e-7]: (M, n, T) -> (n, T) (logit scale)."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1.0 - 1e-7)
+    return (np.log(p) - np.log1p(-p)).mean(axis=0)
 
 
 def rank_ensemble(scores: np.ndarray) -> np.ndarray:

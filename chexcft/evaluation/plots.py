@@ -15,7 +15,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from chexcft.evaluation.metrics import roc_auc, undefined_auc_reason  # noqa: E402
 from chexcft.evaluation.report import ScoreTable  # noqa: E402
 from chexcft.fileio import atomic_path  # noqa: E402
-from chexcft.schema import RADIOLOGIST_POINTS  # noqa: E402
+from chexcft.schema import RADIOLOGIST_POINTS, STUDY_COLUMN  # noqa: E402
 
 
 def plot_roc(table: ScoreTable, out: str | os.PathLike[str], dpi: int = 110) -> Path:
@@ -28,12 +28,14 @@ def plot_roc(table: ScoreTable, out: str | os.PathLike[str], dpi: int = 110) -> 
         reason = undefined_auc_reason(labels)
         if reason is None:
             for name, scores in table.scores.items():
-                fpr, tpr, _ = roc_curve(labels, scores[:, t])
+                known = (labels == 0) | (labels == 1)
+                fpr, tpr, _ = roc_curve(labels[known], scores[known, t])
                 width = 1.8 if table.kinds.get(name) == "ensemble" else 0.9
                 ax.plot(fpr, tpr, lw=width, label=f"{name} {roc_auc(labels, scores[:, t]):.3f}")
         else:
             ax.text(0.5, 0.5, f"AUC undefined:\n{reason}", ha="center", va="center", fontsize=8)
-        points = np.array(RADIOLOGIST_POINTS.get(task, ()), dtype=float).reshape(-1, 2)
+        benchmark = RADIOLOGIST_POINTS.get(task, ()) if table.key == STUDY_COLUMN else ()  # study-level benchmark
+        points = np.array(benchmark, dtype=float).reshape(-1, 2)
         if points.size:
             ax.scatter(1.0 - points[:, 0], points[:, 1], marker="X", s=50, color="black", zorder=5,
                        label="radiologists")

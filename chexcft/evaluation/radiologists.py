@@ -59,6 +59,8 @@ def count_below(
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     if undefined_auc_reason(y) is not None:
         return None
-    fpr, tpr, _ = roc_curve(y, scores)
+    y, scores = np.asarray(y), np.asarray(scores)
+    known = (y == 0) | (y == 1)
+    fpr, tpr, _ = roc_curve(y[known], scores[known])
     project = scorer_projection if rule == "scorer" else interpolated_tpr
     return sum(1 for spec, sens in points if project(fpr, tpr, 1.0 - spec) >= sens)

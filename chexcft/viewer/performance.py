@@ -83,7 +83,10 @@ def auc_rows(
 
 
 def auc_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One line per finding: positives, then per model its AUC and 95% interval, and radiologists below the curve."""
+    """One line per finding: positives, then per model its AUC and 95% interval, and radiologists below the curve.
+
+    A finding with fewer than MIN_CLASS_COUNT positives or negatives shows "unreliable" instead of an interval.
+    """
     if not rows:
         return pd.DataFrame()
     findings = list(rows[0]["auc"])
@@ -91,12 +94,14 @@ def auc_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                           "studies": [rows[0]["n_studies"]] * len(findings)})
     for row in rows:
         name = row["name"]
+        reliable = row.get("reliable") or {}
         table[f"{name} AUC"] = [row["auc"][f] for f in findings]
-        table[f"{name} 95% CI"] = [_interval(row["ci"].get(f)) for f in findings]
+        table[f"{name} 95% CI"] = [_interval(row["ci"].get(f)) if reliable.get(f, True) else "unreliable"
+                                   for f in findings]
     first = rows[0]
     table[f"radiologists below {first['name']} (of 3)"] = [
         "" if first["radiologists_below"].get(f) is None else str(first["radiologists_below"][f]) for f in findings]
-    notes = first.get("undefined") or {}
+    notes = {**(first.get("unreliable") or {}), **(first.get("undefined") or {})}
     table["note"] = [notes.get(f, "") for f in findings]
     return table
 
@@ -150,7 +155,7 @@ def reliability_table(labels: pd.DataFrame, before: np.ndarray, after: np.ndarra
 def reliability_figure(labels: pd.DataFrame, before: np.ndarray, after: np.ndarray, observations: Sequence[str],
                        findings: Sequence[str], bins: int = 10) -> Any:
     """A matplotlib figure: one reliability diagram per finding, before and after calibration."""
-    from chexcft.report import reliability_figure as named_curves_figure
+    from chexcft.evaluation.summary import reliability_figure as named_curves_figure
 
     columns = [list(observations).index(name) for name in findings]
     truth = labels[list(findings)].to_numpy(dtype=np.float64)
@@ -203,3 +208,41 @@ def cft_note(run_dir: str | os.PathLike[str]) -> str | None:
 def known_findings(observations: Sequence[str]) -> tuple[str, ...]:
     """The competition tasks among `observations` (the ROC page needs all five for the radiologist points)."""
     return tuple(task for task in COMPETITION_TASKS if task in observations and task in OBSERVATIONS)
+
+
+MANUAL = "manual"
+SAVED = "saved (thresholds.json)"
+RULE_CHOICES: tuple[str, ...] = ("youden", "sensitivity=0.9", "specificity=0.9", "ppv=0.8")
+
+
+def saved_thresholds(model_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, Any] | None:
+    """The thresholds.json of the one model (run or ensemble) directory the viewer was started with, else None."""
+    from chexcft.evaluation.operating import THRESHOLDS_FILE, load_thresholds
+
+    if len(model_dirs) != 1 or not (Path(model_dirs[0]) / THRESHOLDS_FILE).is_file():
+        return None
+    return load_thresholds(model_dirs[0])
+
+
+def threshold_choices(model_dirs: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The threshold control's options: manual, the saved thresholds when there are any, then the rules."""
+    return [MANUAL, *([SAVED] if saved_thresholds(model_dirs) is not None else []), *RULE_CHOICES]
+
+
+def rule_thresholds(rule: str, labels: pd.DataFrame, probabilities: np.ndarray, observations: Sequence[str]
+                    ) -> dict[str, float]:
+    """Per finding, the rule's threshold chosen on these images' 0/1 labels (image level); findings without one omitted."""
+    from chexcft.evaluation.operating import choose_threshold, parse_rule
+
+    chosen = parse_rule(rule)
+    out = {}
+    for column, name in enumerate(observations):
+        if name not in labels.columns:
+            continue
+        y = labels[name].to_numpy(dtype=np.float64)
+        scores = np.asarray(probabilities, dtype=np.float64)[:, column]
+        known = np.isfinite(scores) & np.isin(y, (0.0, 1.0))
+        threshold = choose_threshold(y[known], scores[known], chosen)
+        if threshold is not None:
+            out[name] = threshold
+    return out

@@ -3,13 +3,15 @@
 For each image and observation the viewer shows three probabilities per model (ensemble member):
 `calibrated` = what `chexcft predict` writes (CFT head and Platt calibration when the run has them),
 `uncalibrated` = sigmoid of the same (CFT) logits before calibration, and `raw` = the trained head alone
-(no CFT, no calibration). The ensemble value is the mean over members, as in chexcft.predict.
+(no CFT, no calibration). The ensemble value follows the ensemble's recorded rule and calibration
+(chexcft.combination, as `chexcft predict` does): `calibrated` is the ensemble's calibrated probability,
+`uncalibrated` the sigmoid of its combined score, `raw` the trained heads combined by the same rule.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from chexcft.preprocess import letterbox
 from chexcft.schema import OBSERVATIONS
 
 KINDS: tuple[str, ...] = ("calibrated", "uncalibrated", "raw")
+_OUTPUTS: tuple[str, ...] = (*KINDS, "logits", "raw_logits")
 Progress = Callable[[int, int], None]
 
 
@@ -37,6 +40,7 @@ class ModelSet:
     names: tuple[str, ...]
     observations: tuple[str, ...]  # predicted by every run, schema order
     dropped: tuple[str, ...]  # predicted by some runs only (left out)
+    combination: Any = None  # chexcft.combination.Combination; None for a single run (its own calibration)
 
     @property
     def run_dirs(self) -> tuple[Path, ...]:
@@ -56,14 +60,15 @@ def member_names(run_dirs: Sequence[Path]) -> tuple[str, ...]:
 def load_runs(model_dirs: Sequence[str | os.PathLike[str]], which: str = "best", device: str = "cpu") -> ModelSet:
     """Load every run (an ensemble directory expands to its members) with its CFT head and calibration."""
     from chexcft.device import resolve_device
-    from chexcft.predict import expand_model_dirs, shared_observations
+    from chexcft.predict import resolve_models, shared_observations
     from chexcft.runs import load_run
 
-    run_dirs = expand_model_dirs(model_dirs)
+    run_dirs, combination = resolve_models(model_dirs)
     settings = resolve_device(device)
     runs = tuple(load_run(run_dir, which=which, use_cft=True, settings=settings) for run_dir in run_dirs)
     observations, dropped = shared_observations([run.observations for run in runs])
-    return ModelSet(runs=runs, names=member_names(run_dirs), observations=observations, dropped=dropped)
+    return ModelSet(runs=runs, names=member_names(run_dirs), observations=observations, dropped=dropped,
+                    combination=combination)
 
 
 def load_table(data: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
@@ -127,6 +132,9 @@ class MemberPredictions:
     uncalibrated: np.ndarray
     raw: np.ndarray
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["Path", "reason"]))
+    logits: np.ndarray | None = None  # (members, images, observations) after CFT, before calibration
+    raw_logits: np.ndarray | None = None  # the trained heads' logits
+    combination: Any = None  # the ensemble's chexcft.combination.Combination (None: a single run)
 
     def values(self, kind: str = "calibrated") -> np.ndarray:
         """(members, images, observations) array of one kind."""
@@ -135,8 +143,12 @@ class MemberPredictions:
         return getattr(self, kind)
 
     def mean(self, kind: str = "calibrated") -> np.ndarray:
-        """(images, observations) ensemble value: the mean over members."""
-        return self.values(kind).mean(axis=0)
+        """(images, observations) ensemble value: by the ensemble's rule and calibration (see the module docstring)."""
+        if self.combination is None or self.logits is None:
+            return self.values(kind).mean(axis=0)
+        if kind == "raw":
+            return self.combination.without_cft().proba(self.raw_logits, self.observations, calibrated=False)
+        return self.combination.proba(self.logits, self.observations, calibrated=kind == "calibrated")
 
     def frame(self, kind: str = "calibrated", member: int | None = None) -> pd.DataFrame:
         """Path + observations for the readable images (the `chexcft predict` CSV layout)."""
@@ -162,6 +174,8 @@ def member_outputs(run: Any, images: torch.Tensor) -> dict[str, np.ndarray]:
         "calibrated": np.asarray(calibrated, dtype=np.float64),
         "uncalibrated": expit(logits.astype(np.float64)),
         "raw": expit(raw_logits.astype(np.float64)),
+        "logits": logits.astype(np.float64),
+        "raw_logits": raw_logits.astype(np.float64),
     }
 
 
@@ -186,7 +200,7 @@ def predict_table_members(
 
     paths = table["abs_path" if "abs_path" in table.columns else "Path"].astype(str).tolist()
     n, c, m = len(paths), len(models.observations), len(models.runs)
-    out = {kind: np.full((m, n, c), np.nan) for kind in KINDS}
+    out = {kind: np.full((m, n, c), np.nan) for kind in _OUTPUTS}
     columns = _columns(models)
     failures: dict[int, str] = {}
     groups = _size_groups(models)
@@ -212,13 +226,13 @@ def predict_table_members(
     failure_frame = pd.DataFrame({"Path": [labels[i] for i in failed], "reason": [failures[i] for i in failed]},
                                  columns=["Path", "reason"])
     return MemberPredictions(labels, models.observations, models.names, out["calibrated"], out["uncalibrated"],
-                             out["raw"], failure_frame)
+                             out["raw"], failure_frame, out["logits"], out["raw_logits"], models.combination)
 
 
 def predict_pixels_members(models: ModelSet, pixels: np.ndarray, name: str = "upload") -> MemberPredictions:
     """Every member's probabilities for one decoded image (float32 (h, w) in [0, 1], e.g. an upload)."""
     m, c = len(models.runs), len(models.observations)
-    out = {kind: np.full((m, 1, c), np.nan) for kind in KINDS}
+    out = {kind: np.full((m, 1, c), np.nan) for kind in _OUTPUTS}
     columns = _columns(models)
     for size, members in _size_groups(models).items():
         images = torch.from_numpy(letterbox(pixels, size)).float().div_(255.0)[None, None]
@@ -226,15 +240,21 @@ def predict_pixels_members(models: ModelSet, pixels: np.ndarray, name: str = "up
             for kind, values in member_outputs(models.runs[member], images).items():
                 out[kind][member] = values[:, columns[member]]
     return MemberPredictions([name], models.observations, models.names, out["calibrated"], out["uncalibrated"],
-                             out["raw"])
+                             out["raw"], logits=out["logits"], raw_logits=out["raw_logits"],
+                             combination=models.combination)
 
 
-def prediction_rows(predictions: MemberPredictions, row: int, threshold: float) -> pd.DataFrame:
-    """One image's table: per observation the calibrated and raw ensemble values, the decision, each member's value."""
+def prediction_rows(predictions: MemberPredictions, row: int, threshold: float | Mapping[str, float]) -> pd.DataFrame:
+    """One image's table: per observation the calibrated and raw ensemble values, the decision, each member's value.
+
+    `threshold`: one for every finding, or per finding (findings without one are decided at 0.5).
+    """
     frame = pd.DataFrame({"Finding": list(predictions.observations)})
     frame["Calibrated"] = predictions.mean("calibrated")[row]
     frame["Raw model"] = predictions.mean("raw")[row]
-    decision = np.where(frame["Calibrated"] >= threshold, "positive", "negative")
+    cut = ([threshold.get(name, 0.5) for name in predictions.observations] if isinstance(threshold, Mapping)
+           else threshold)
+    decision = np.where(frame["Calibrated"] >= np.asarray(cut, dtype=np.float64), "positive", "negative")
     frame["Decision"] = np.where(np.isfinite(frame["Calibrated"]), decision, "unreadable")
     if len(predictions.members) > 1:
         for index, name in enumerate(predictions.members):
