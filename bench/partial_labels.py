@@ -56,12 +56,12 @@ def _configs(data: DemoData, out: Path, settings: DemoSettings, epochs: int, del
 def _cft(run: Path, data: DemoData, settings: DemoSettings) -> None:
     if (run / "cft" / "head.safetensors").is_file():
         return
+    params = dict(settings.cft_params)
+    budgets = [f"--{key.replace('_', '-')}={params[key]}" for key in ("max_steps", "patience", "population") if key in params]
     command = [
         sys.executable, "-m", "chexcft", "cft", "--run", str(run), "--train-csv", str(data.train_csv),
         "--valid-csv", str(data.valid_csv), "--test-csv", str(data.test_csv), "--root", str(data.root),
-        "--method", settings.cft_method, "--max-steps", str(settings.cft_max_steps),
-        "--patience", str(settings.cft_patience), "--population", str(settings.cft_population),
-        "--seed", str(settings.seed),
+        "--method", settings.cft_method, *budgets, "--seed", str(settings.seed),
     ]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
