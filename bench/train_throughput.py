@@ -3,7 +3,7 @@
 Both train the same model (DenseNet121 by default, random init) with the same batch size, image size and
 Adam optimiser, in one process with the same torch threads:
 
-  (a) chexcft: `chexcft.train.train` on `--steps` batches of the bundled demo data (read through the
+  (a) chexcft: `chexcft.training.train` on `--steps` batches of the bundled demo data (read through the
       preprocessing cache, MONAI augmentation on, masked BCE, cosine schedule, progress accounting); run
       for 2 epochs and the second epoch's images/s from metrics.csv is reported (the first is warm-up);
   (b) bare: random tensors of the same shape already in memory, `--warmup` steps, then `--steps` timed
@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from chexcft.models import HeadLayout, build_model  # noqa: E402
 from chexcft.provenance import cpu_model  # noqa: E402
-from chexcft.train import TrainConfig, train  # noqa: E402
+from chexcft.training import TrainConfig, train  # noqa: E402
 
 TARGET = 0.9
 

@@ -43,7 +43,7 @@ PROGRAM = "src/predict.py"
 ENTRY_MODULES: tuple[str, ...] = ("chexcft.submission", "chexcft.predict", "chexcft.runs", "chexcft.data")
 # Reached only through code paths a bundle never takes (CLI, building bundles, expanding ensemble dirs, training).
 NOT_VENDORED: tuple[str, ...] = (
-    "chexcft.cli", "chexcft.bundle", "chexcft.ensemble", "chexcft.train", "chexcft.training",
+    "chexcft.cli", "chexcft.bundle", "chexcft.ensemble", "chexcft.training",
 )
 RUN_FILES: tuple[str, ...] = ("config.json", "cft/head.safetensors", "cft/calibration.json")
 # Packages used at run time without an import statement (pydicom's decoders for compressed DICOM).

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from chexcft.ensemble import ENSEMBLE_FILE, load_ensemble, member_configs, train_ensemble
 from chexcft.errors import InvalidRunError
-from chexcft.train import TrainConfig, is_finished
+from chexcft.training import TrainConfig, is_finished
 from tests.train_helpers import IMAGE_SIZE, make_tiny_data
 
 MEMBER_FILES = ("config.json", "metrics.csv", "valid_predictions.csv", "weights/best.safetensors", "weights/last.safetensors")
@@ -81,3 +81,49 @@ def test_train_ensemble_cli(tiny, tmp_path: Path) -> None:
     assert [p.name for p in load_ensemble(out)] == ["member-0", "member-1"]
     seeds = [json.loads((out / f"member-{i}" / "config.json").read_text())["settings"]["seed"] for i in range(2)]
     assert seeds == [0, 1]
+
+
+def test_member_specs_set_policy_blank_and_loss(tiny, tmp_path: Path) -> None:
+    from chexcft.ensemble import parse_member_spec
+
+    assert parse_member_spec("U-Ones+LL-R") == {"policy": "U-Ones", "blank": "LL-R"}
+    assert parse_member_spec("U-Zeros+aucm+lr=0.05+reset-head") == {"policy": "U-Zeros", "loss": "aucm", "lr": 0.05,
+                                                                    "reset_head": True}
+    assert parse_member_spec("ll-cp+delta-rel=0.3") == {"blank": "LL-Cp", "delta_rel": 0.3}
+    for bad, word in (("U-Ones+LL-R+LL-Ct", "blank twice"), ("U-Ones++LL-R", "empty part"), ("U-Ones+lr=fast", "float")):
+        with pytest.raises(Exception, match=word):
+            parse_member_spec(bad)
+    configs = member_configs(3, tmp_path, _base(tiny, lr=1e-3), ["U-Ones+LL-R", "U-Zeros+aucm"])
+    assert [(c.policy, c.blank, c.loss) for c in configs] == [("U-Ones", "LL-R", "bce"), ("U-Zeros", "negative", "aucm"),
+                                                              ("U-Ones", "LL-R", "bce")]
+    assert [c.lr for c in configs] == [1e-3, None, 1e-3]  # the aucm member gets PESG's default lr (0.1)
+
+
+def test_ensemble_of_mixed_members_records_them_and_checks_resumed_settings(tiny, tmp_path: Path) -> None:
+    from chexcft.cli import app
+
+    out = tmp_path / "mixed"
+    args = ["train-ensemble", *tiny.args(), "--epochs", "2", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--policies", "U-Ones+LL-R", "--policies", "U-Zeros+aucm"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / ENSEMBLE_FILE).read_text())
+    assert manifest["members"] == ["member-0", "member-1"]  # one member per spec when --members is not given
+    assert manifest["blanks"] == ["LL-R", "negative"] and manifest["losses"] == ["bce", "aucm"]
+    assert manifest["specs"] == ["U-Ones+LL-R", "U-Zeros+aucm"]
+    second = json.loads((out / "member-1" / "config.json").read_text())
+    assert second["settings"]["loss"] == "aucm" and second["settings"]["lr"] == 0.1 and second["policies"]
+    assert (out / "member-0" / "large_loss" / "epoch-0002.csv").is_file()
+
+    # Resuming with other settings for a finished member is an error naming them, unless --force-members.
+    result = CliRunner().invoke(app, [*args, "--resume", "--policies", "U-Ones+LL-Ct", "--policies", "U-Zeros+aucm"])
+    assert isinstance(result.exception, InvalidRunError)
+    message = str(result.exception)
+    assert "member-0" in message and "blank" in message and "'LL-R'" in message and "'LL-Ct'" in message
+    assert "--force-members" in message
+    result = CliRunner().invoke(app, [*args, "--resume", "--force-members", "--policies", "U-Ones+LL-Ct", "--policies",
+                                      "U-Zeros+aucm"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / ENSEMBLE_FILE).read_text())["blanks"] == ["LL-R", "negative"]  # what the members are
+    # The same settings resume quietly.
+    result = CliRunner().invoke(app, [*args, "--resume", "--policies", "U-Ones+LL-R,U-Zeros+aucm"])
+    assert result.exit_code == 0, result.output

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from chexcft.errors import InvalidRunError
 from chexcft.runs import load_run
-from chexcft.train import TrainConfig, train
+from chexcft.training import TrainConfig, train
 from chexcft.training import checkpoint as ckpt
 from tests.train_helpers import IMAGE_SIZE, finish, make_tiny_data, run_cli, start_cli
 

@@ -1,4 +1,4 @@
-"""`chexcft train` and `chexcft train-ensemble`: parse options, call chexcft.train / chexcft.ensemble."""
+"""`chexcft train` and `chexcft train-ensemble`: parse options, call chexcft.training / chexcft.ensemble."""
 
 from __future__ import annotations
 
@@ -20,9 +20,16 @@ InitOpt = Annotated[str, typer.Option("--init", help="random, imagenet, xrv:<wei
 SizeOpt = Annotated[int, typer.Option("--image-size", help="Square input size in pixels.")]
 EpochsOpt = Annotated[int, typer.Option("--epochs")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Per-process batch size.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine-annealed to lr/100 over the run).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: 1e-4 for bce with Adam, cosine-annealed to lr/100; 0.1 for aucm with PESG, /10 after epoch 1).")]
+WdOpt = Annotated[Optional[float], typer.Option("--weight-decay", help="L2 weight decay (default: 0 for bce, 1e-5 for aucm).")]
+LossOpt = Annotated[str, typer.Option("--loss", help="bce (masked cross-entropy) or aucm (masked AUC-margin loss with libauc's PESG).")]
+DeltaOpt = Annotated[float, typer.Option("--delta-rel", help="Large Loss: percent of each batch's entries modified per epoch (LL-Cp: per batch).")]
+MarginOpt = Annotated[float, typer.Option("--aucm-margin", help="AUC-margin loss margin.")]
+EpochDecayOpt = Annotated[float, typer.Option("--epoch-decay", help="PESG epoch-level regulariser (aucm).")]
+ResetHeadOpt = Annotated[bool, typer.Option("--reset-head", help="Re-initialise the head after --init (two-stage: a BCE run, then aucm).")]
+OversampleOpt = Annotated[Optional[str], typer.Option("--oversample", help="Repeat rows positive for these observations, e.g. 'Cardiomegaly=2,Consolidation=2'.")]
 SeedOpt = Annotated[int, typer.Option("--seed")]
-BlankOpt = Annotated[str, typer.Option("--blank", help="Blank labels: 'negative' or 'ignore'.")]
+BlankOpt = Annotated[str, typer.Option("--blank", help="Blank labels: negative, ignore, or Large Loss LL-R, LL-Ct, LL-Cp (negatives, largest losses rejected/corrected).")]
 AugOpt = Annotated[bool, typer.Option("--augment/--no-augment", help="MONAI augmentation for training.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Data loader worker processes.")]
@@ -32,7 +39,7 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupt
 
 
 def _config(**options: object):  # -> TrainConfig
-    from chexcft.train import TrainConfig
+    from chexcft.training import TrainConfig
 
     observations = options.pop("observations")
     names = tuple(o.strip() for o in str(observations).split(",") if o.strip()) if observations else None
@@ -54,9 +61,16 @@ def train_command(
     image_size: SizeOpt = 320,
     epochs: EpochsOpt = 3,
     batch_size: BatchOpt = 16,
-    lr: LrOpt = 1e-4,
+    lr: LrOpt = None,
+    weight_decay: WdOpt = None,
     seed: SeedOpt = 0,
     blank: BlankOpt = "negative",
+    delta_rel: DeltaOpt = 0.2,
+    loss: LossOpt = "bce",
+    aucm_margin: MarginOpt = 1.0,
+    epoch_decay: EpochDecayOpt = 2e-3,
+    reset_head: ResetHeadOpt = False,
+    oversample: OversampleOpt = None,
     augment: AugOpt = True,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 0,
@@ -65,7 +79,7 @@ def train_command(
     resume: ResumeOpt = False,
 ) -> None:
     """Train one model into a run directory (config.json, weights/, metrics.csv, valid_predictions.csv)."""
-    from chexcft.train import shutdown_process_group, train
+    from chexcft.training import shutdown_process_group, train
 
     config = _config(**{k: v for k, v in locals().items() if k not in ("train", "shutdown_process_group")})
     try:
@@ -76,13 +90,17 @@ def train_command(
         console.print(f"run directory: [bold]{run_dir}[/]", highlight=False)
 
 
+_ENSEMBLE_ONLY = ("members", "policies", "force_members", "train_ensemble", "shutdown_process_group", "ChexcftError")
+
+
 @app.command("train-ensemble")
 def train_ensemble_command(
     train_csv: CsvOpt,
     valid_csv: ValidOpt,
-    members: Annotated[int, typer.Option("--members", help="Number of members (seeds seed, seed+1, ...).")],
     out: Annotated[Path, typer.Option("--out", help="Ensemble directory (members in DIR/member-i).")],
-    policies: Annotated[Optional[str], typer.Option("--policies", help="Comma-separated policies, cycled over members.")] = None,
+    members: Annotated[Optional[int], typer.Option("--members", help="Number of members (seeds seed, seed+1, ...; default: one per member spec).")] = None,
+    policies: Annotated[Optional[list[str]], typer.Option("--policies", help="Member specs POLICY[+BLANK][+LOSS][+name=value], comma-separated or repeated, cycled over members (e.g. U-Ones+LL-R).")] = None,
+    force_members: Annotated[bool, typer.Option("--force-members", help="With --resume, keep finished members whose recorded settings differ.")] = False,
     root: RootOpt = None,
     policy: PolicyOpt = "U-Ones",
     observations: ObsOpt = None,
@@ -91,9 +109,16 @@ def train_ensemble_command(
     image_size: SizeOpt = 320,
     epochs: EpochsOpt = 3,
     batch_size: BatchOpt = 16,
-    lr: LrOpt = 1e-4,
+    lr: LrOpt = None,
+    weight_decay: WdOpt = None,
     seed: SeedOpt = 0,
     blank: BlankOpt = "negative",
+    delta_rel: DeltaOpt = 0.2,
+    loss: LossOpt = "bce",
+    aucm_margin: MarginOpt = 1.0,
+    epoch_decay: EpochDecayOpt = 2e-3,
+    reset_head: ResetHeadOpt = False,
+    oversample: OversampleOpt = None,
     augment: AugOpt = True,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 0,
@@ -103,13 +128,18 @@ def train_ensemble_command(
 ) -> None:
     """Train an ensemble of runs differing by seed (and by policy with --policies); writes DIR/ensemble.json."""
     from chexcft.ensemble import train_ensemble
-    from chexcft.train import shutdown_process_group
+    from chexcft.training import shutdown_process_group
 
-    options = {k: v for k, v in locals().items() if k not in ("members", "policies", "train_ensemble", "shutdown_process_group")}
-    config = _config(**options)
-    policy_list = [p for p in policies.split(",")] if policies else None
+    from chexcft.errors import ChexcftError
+
+    config = _config(**{k: v for k, v in locals().items() if k not in _ENSEMBLE_ONLY})
+    policy_list = [p for entry in policies or [] for p in entry.split(",") if p.strip()] or None
+    if members is None:
+        if not policy_list:
+            raise ChexcftError("give --members N, or member specs with --policies")
+        members = len(policy_list)
     try:
-        directory = train_ensemble(members, out, config, policy_list)
+        directory = train_ensemble(members, out, config, policy_list, force_members=force_members)
     finally:
         shutdown_process_group()
     if int(os.environ.get("RANK", "0")) == 0:

@@ -475,7 +475,7 @@ def run_demo(
     from chexcft.ensemble import load_ensemble, train_ensemble
     from chexcft.predict import predict_table, write_predictions
     from chexcft.submission import check_submission, read_submission, submit
-    from chexcft.train import TrainConfig, is_finished
+    from chexcft.training import TrainConfig, is_finished
 
     echo = echo or _echo_default
     settings = DemoSettings.for_run(members, image_size, epochs, quick, policies, rule)

@@ -105,3 +105,10 @@ def build_model(
         model.load_state_dict(pretrained.backbone, strict=False)
         _apply_head(model, pretrained)
     return model
+
+
+def reset_head(model: ChexModel, seed: int = 0) -> None:
+    """Re-initialise the classification head (seeded), keeping the backbone: the second stage of a two-stage recipe."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.head.reset_parameters()

@@ -1,7 +1,8 @@
 """Resume state without pickle: tensors in safetensors, everything else in JSON, committed by a pointer file.
 
 Layout under RUN_DIR/checkpoint/:
-  epoch-NNNN/state.safetensors   model.*, optim.<param id>.<name>, rng.torch, rng.cuda.<i>
+  epoch-NNNN/state.safetensors   model.*, optim.<param id>.<name>, optim-extra.<key>.<i>, extra.<name>,
+                                 rng.torch, rng.cuda.<i>
   epoch-NNNN/state.json          epoch, best score, optimizer param groups and scalar state, scheduler,
                                  grad scaler, python and numpy RNG states
   latest.json                    {"epoch": N, "dir": "epoch-NNNN", "finished": bool}: written last, atomically,
@@ -40,6 +41,7 @@ class TrainState:
     scheduler: dict[str, Any] = field(default_factory=dict)
     scaler: dict[str, Any] = field(default_factory=dict)
     rng: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # the loss's and Large Loss's own state
 
 
 def capture_rng() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -69,6 +71,12 @@ def restore_rng(json_part: dict[str, Any], tensors: dict[str, torch.Tensor]) -> 
         torch.cuda.set_rng_state_all(cuda_states)
 
 
+def _is_tensors(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) or (
+        isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, torch.Tensor) for v in value)
+    )
+
+
 def _split_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -78,7 +86,20 @@ def _split_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[s
                 tensors[f"optim.{param_id}.{name}"] = value
             else:
                 scalars.setdefault(str(param_id), {})[name] = value
-    return {"param_groups": state_dict["param_groups"], "scalars": scalars}, tensors
+    # PESG keeps references to its loss's tensors in its groups (restored by its own load_state_dict) and lists of
+    # reference tensors at the top level: the former are dropped, the latter stored as optim-extra.<key>.<i>.
+    groups = [{k: v for k, v in group.items() if not _is_tensors(v)} for group in state_dict["param_groups"]]
+    extra: dict[str, Any] = {}
+    for key, value in state_dict.items():
+        if key in ("state", "param_groups"):
+            continue
+        if _is_tensors(value):
+            for index, tensor in enumerate(value):
+                tensors[f"optim-extra.{key}.{index}"] = tensor
+            extra[key] = {"tensors": len(value)}
+        else:
+            extra[key] = {"value": value}
+    return {"param_groups": groups, "scalars": scalars, "extra": extra}, tensors
 
 
 def _join_optimizer(json_part: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -93,7 +114,13 @@ def _join_optimizer(json_part: dict[str, Any], tensors: dict[str, torch.Tensor])
     for group in groups:
         if isinstance(group.get("betas"), list):
             group["betas"] = tuple(group["betas"])
-    return {"state": dict(sorted(state.items())), "param_groups": groups}
+    joined: dict[str, Any] = {"state": dict(sorted(state.items())), "param_groups": groups}
+    for key, entry in json_part.get("extra", {}).items():
+        if "tensors" in entry:
+            joined[key] = [tensors[f"optim-extra.{key}.{i}"] for i in range(int(entry["tensors"]))]
+        else:
+            joined[key] = entry["value"]
+    return joined
 
 
 def save_checkpoint(
@@ -104,7 +131,7 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler,
     state: TrainState,
 ) -> Path:
-    """Write the resume state for `state.epoch` and make it the latest; older checkpoints are removed."""
+    """Write the resume state for `state.epoch` (with `state.extra` tensors) and make it the latest; older ones go."""
     base = Path(run_dir) / CHECKPOINT_DIR
     folder = base / f"epoch-{state.epoch:04d}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,6 +139,7 @@ def save_checkpoint(
     rng_json, rng_tensors = capture_rng()
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(optim_tensors)
+    tensors.update({f"extra.{k}": v for k, v in state.extra.items()})
     tensors.update(rng_tensors)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     with atomic_path(folder / "state.safetensors") as tmp:
@@ -170,4 +198,5 @@ def load_checkpoint(
         best_score=payload.get("best_score"),
         best_epoch=payload.get("best_epoch"),
         finished=bool(payload.get("finished")),
+        extra={k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")},
     )

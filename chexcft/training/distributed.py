@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
@@ -16,15 +17,17 @@ class EpochSampler(DistributedSampler):
     Tagging each index with its epoch lets the dataset (also inside persistent loader workers)
     reseed its augmentation from (seed, epoch, worker), so a resumed run sees exactly the images
     and augmentations of an uninterrupted one. Each rank's share is cut to whole batches (like
-    drop_last) so that batch norm never sees a batch of one.
+    drop_last) so that batch norm never sees a batch of one. `repeats` (one count per item, from
+    chexcft.training.oversample) lets an item appear several times per epoch; the order stays seeded.
     """
 
-    def __init__(self, n_items: int, info: DistInfo, seed: int, batch_size: int) -> None:
-        super().__init__(range(n_items), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed)
+    def __init__(self, n_items: int, info: DistInfo, seed: int, batch_size: int, repeats: np.ndarray | None = None) -> None:
+        self.pool = np.repeat(np.arange(n_items), repeats) if repeats is not None else np.arange(n_items)
+        super().__init__(range(len(self.pool)), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed)
         self.batch_size = batch_size
 
     def _share(self) -> list[int]:
-        indices = list(super().__iter__())
+        indices = [int(self.pool[i]) for i in super().__iter__()]
         if len(indices) >= self.batch_size:
             indices = indices[: len(indices) - len(indices) % self.batch_size]
         return indices

@@ -22,11 +22,13 @@ from chexcft.training import data as tdata
 from chexcft.training.config import TrainConfig, settings_mismatch
 from chexcft.distributed import DistInfo, barrier, init_distributed, local_rank_from_env
 from chexcft.training.distributed import EpochSampler, unwrap
-from chexcft.training.loss import masked_loss
+from chexcft.training.large_loss import LargeLoss, unobserved_entries, write_epoch_log
+from chexcft.training.optim import COSINE, Objective, make_objective
+from chexcft.training.oversample import oversample_repeats
 from chexcft.training.progress import EpochProgress, log
+from chexcft.training.selftrain import SELFTRAIN_DIR, self_train_relabel
 from chexcft.training.validation import auc_per_observation, is_better, predict_probabilities, selection_score
-SELFTRAIN_DIR = "selftrain_stage1"
-SCHEDULE = "cosine annealing per optimiser step from lr to lr/100 (no warm-up)"
+SCHEDULE = COSINE
 
 
 @dataclass
@@ -39,11 +41,12 @@ class Prepared:
     observations: tuple[str, ...]
     policies: dict[str, str]
     targets: Any  # chexcft.labels.Targets
+    unobserved: np.ndarray  # bool (n, C): blanks that the binary loss counts (Large Loss works on these)
 
 
 def train(config: TrainConfig) -> Path:
     """Train one model as configured and return its complete run directory."""
-    config = _absolute(config).validate()
+    config = normalized(config).validate()
     settings = resolve_device(config.device, mixed_precision=config.mixed_precision, local_rank=local_rank_from_env())
     info = init_distributed(settings.device.type)
     run_dir = config.run_dir
@@ -62,6 +65,11 @@ def is_finished(run_dir: str | Path) -> bool:
     """True when a run directory holds a finished run (its last checkpoint is marked finished)."""
     pointer = ckpt.latest_pointer(Path(run_dir))
     return bool(pointer and pointer.get("finished"))
+
+
+def normalized(config: TrainConfig) -> TrainConfig:
+    """The config as a run records it: absolute paths and per-loss defaults filled in (what --resume compares)."""
+    return _absolute(config).resolved()
 
 
 def _absolute(config: TrainConfig) -> TrainConfig:
@@ -112,31 +120,49 @@ def _prepare(config: TrainConfig, info: DistInfo, settings: DeviceSettings) -> P
         tdata.open_cache(train_frame, valid_frame, cache_dir, config.image_size, None, show)
     barrier(info)
     cache = tdata.open_cache(train_frame, valid_frame, cache_dir, config.image_size, None, False)
-    train = tdata.attach_slots(train_frame, cache, config.train_csv)
+    train_split = tdata.attach_slots(train_frame, cache, config.train_csv)
     valid = tdata.attach_slots(valid_frame, cache, config.valid_csv)
-    for name, split in (("training", train), ("validation", valid)):
+    for name, split in (("training", train_split), ("validation", valid)):
         if split.dropped:
             log(f"[yellow]{split.dropped} {name} images could not be read and are left out[/]", enabled=info.is_main)
     if config.observations:
         observations = tdata.check_observations(config.observations)
     else:
-        observations = tdata.default_observations(train.raw)
+        observations = tdata.default_observations(train_split.raw)
     policies = parse_policy(config.policy, observations)
-    raw = train.raw[:, tdata.columns_of(observations)]
+    raw = train_split.raw[:, tdata.columns_of(observations)]
     if needs_self_training(policies, observations):
-        from chexcft.training.selftrain import self_train_relabel
-
-        relabelled = self_train_relabel(config, info, settings, cache, train, observations, policies, raw)
-        targets = make_targets(relabelled, observations, policies, config.blank, config.seed, known_raw=raw)
+        relabelled = self_train_relabel(config, info, settings, cache, train_split, observations, policies, raw, train)
+        targets = make_targets(relabelled, observations, policies, config.label_blank, config.seed, known_raw=raw)
     else:
-        targets = make_targets(raw, observations, policies, config.blank, config.seed)
-    return Prepared(train, valid, cache, observations, policies, targets)
+        targets = make_targets(raw, observations, policies, config.label_blank, config.seed)
+    _check_loss_targets(config, targets)
+    return Prepared(train_split, valid, cache, observations, policies, targets, unobserved_entries(raw, targets.mask))
+
+
+def _check_loss_targets(config: TrainConfig, targets: Any) -> None:
+    """The AUC-margin loss needs hard 0/1 targets on binary columns; say which policy stands in the way."""
+    if config.loss != "aucm":
+        return
+    if targets.multiclass:
+        raise ChexcftError(f"--loss aucm trains binary scores; U-MultiClass observations ({', '.join(targets.multiclass)}) "
+                           "need another policy")
+    soft = (targets.mask > 0) & (targets.targets != 0) & (targets.targets != 1)
+    if soft.any():
+        col = int(np.nonzero(soft.any(axis=0))[0][0])
+        raise ChexcftError(f"--loss aucm needs 0/1 targets; {targets.observations[col]!r} has soft targets under "
+                           f"policy {targets.policies[col]} (use U-Ones, U-Zeros or U-Ignore)")
 
 
 def _config_record(config: TrainConfig, prepared: Prepared, model: Any, info: DistInfo, settings: DeviceSettings,
-                   steps_per_epoch: int) -> dict[str, Any]:
+                   steps_per_epoch: int, objective: Objective, large_loss: LargeLoss | None,
+                   epoch_items: int) -> dict[str, Any]:
     """config.json: every setting, the model spec, data hashes, environment."""
+    from chexcft.training.oversample import parse_oversample
+
     multiclass = list(prepared.targets.multiclass)
+    described = objective.describe()
+    described["scheduler"]["steps_per_epoch"] = steps_per_epoch
     return {
         "format_version": 1,
         "kind": "chexcft-run",
@@ -149,6 +175,11 @@ def _config_record(config: TrainConfig, prepared: Prepared, model: Any, info: Di
         "multiclass": multiclass,
         "policies": dict(prepared.policies),
         "blank": config.blank,
+        "large_loss": large_loss.describe() if large_loss is not None else None,
+        "loss_name": config.loss,
+        "oversample": {"factors": parse_oversample(config.oversample), "items_per_epoch": epoch_items,
+                       "rule": "a row appears max(factor of the observations it is a positive for) times per epoch"}
+        if config.oversample else None,
         "model": unwrap(model).spec(),
         "train_csv": config.train_csv,
         "valid_csv": config.valid_csv,
@@ -160,9 +191,7 @@ def _config_record(config: TrainConfig, prepared: Prepared, model: Any, info: Di
         "n_train_unreadable": prepared.train.dropped,
         "n_valid_unreadable": prepared.valid.dropped,
         "cache_dir": str(config.resolved_cache_dir),
-        "optimizer": {"name": "Adam", "lr": config.lr, "betas": [0.9, 0.999], "weight_decay": config.weight_decay},
-        "scheduler": {"name": "cosine", "description": SCHEDULE, "steps_per_epoch": steps_per_epoch},
-        "loss": "masked binary cross-entropy (+ cross-entropy, ignore_index -100, for U-MultiClass), mean over counted entries",
+        **described,
         "augmentation": "chexcft.augment.training_transform (random affine, gamma contrast, Gaussian noise), reseeded "
         "from (seed, epoch, loader worker) at each epoch" if config.augment else "none",
         "selection": "best epoch by mean validation AUC over the competition tasks present (else over all observations)",
@@ -178,36 +207,43 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
     from chexcft.augment import eval_transform, training_transform
     from chexcft.data.dataset import CachedXrayDataset, make_loader
     from chexcft.models import HeadLayout, build_model
+    from chexcft.models.build import reset_head
 
     run_dir = config.run_dir
     targets = prepared.targets
     layout = HeadLayout(prepared.observations, targets.multiclass)
     seed_everything(config.seed)
     model = build_model(config.arch, layout, init=config.init, seed=config.seed)
+    if config.reset_head:
+        reset_head(model, config.seed)
     model = model.to(settings.device)
 
     transform = training_transform(seed=config.seed, image_size=config.image_size) if config.augment else None
     base = CachedXrayDataset(prepared.cache, prepared.train.slots, targets.targets, targets.mask, transform=transform)
     train_set = tdata.EpochAugmented(base, config.seed)
-    sampler = EpochSampler(len(train_set), info, config.seed, config.batch_size)
+    repeats = oversample_repeats(targets.targets, targets.mask, prepared.observations, config.oversample) if config.oversample else None
+    sampler = EpochSampler(len(train_set), info, config.seed, config.batch_size, repeats)
     loader = make_loader(train_set, config.batch_size, False, settings, config.workers, sampler=sampler, seed=config.seed)
     class_targets = torch.from_numpy(targets.class_targets) if targets.multiclass else None
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ChexcftError(f"{config.train_csv}: too few readable images for one batch per process")
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.epochs * steps_per_epoch, eta_min=config.lr / 100
-    )
+    objective = make_objective(config, model, steps_per_epoch, len(prepared.observations), settings.device)
+    optimizer, scheduler = objective.optimizer, objective.scheduler
+    large_loss = LargeLoss(config.blank, config.delta_rel, prepared.unobserved) if config.large_loss else None
     scaler = settings.grad_scaler()
     state = ckpt.TrainState(epoch=0)
     if config.resume and ckpt.latest_pointer(run_dir) is not None:
         state = ckpt.load_checkpoint(run_dir, model, optimizer, scheduler, scaler)
+        objective.load_state_tensors(state.extra)
+        if large_loss is not None:
+            large_loss.load_state_tensors(state.extra)
         log(f"resuming {run_dir} after epoch {state.epoch}", enabled=info.is_main)
 
     if info.is_main and not (run_dir / CONFIG_FILE).is_file():
-        atomic_write_json(run_dir / CONFIG_FILE, _config_record(config, prepared, model, info, settings, steps_per_epoch))
+        record = _config_record(config, prepared, model, info, settings, steps_per_epoch, objective, large_loss, len(sampler.pool))
+        atomic_write_json(run_dir / CONFIG_FILE, record)
     rows = _previous_rows(run_dir, state.epoch)
 
     ddp_model: torch.nn.Module = model
@@ -221,6 +257,9 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
 
     for epoch in range(state.epoch, config.epochs):
         sampler.set_epoch(epoch)
+        objective.start_epoch(epoch)
+        if large_loss is not None:
+            large_loss.start_epoch(epoch)
         ddp_model.train()
         progress = EpochProgress(steps_per_epoch, epoch + 1, config.epochs, show=info.is_main and not config.quiet)
         loss_sum, n_steps = 0.0, 0
@@ -229,7 +268,8 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
             class_batch = settings.to(class_targets[batch["index"]]) if class_targets is not None else None
             with settings.autocast():
                 raw_out = ddp_model(images)
-            loss = masked_loss(raw_out, layout, settings.to(batch["target"]), settings.to(batch["mask"]), class_batch)
+            entry_loss = large_loss.entry_loss(batch["index"], step) if large_loss is not None else None
+            loss = objective.loss(raw_out, layout, settings.to(batch["target"]), settings.to(batch["mask"]), class_batch, entry_loss)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -241,6 +281,11 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
             progress.step(value, len(images) * info.world_size)
         progress.close()
         rate = progress.rate
+        if large_loss is not None:
+            modified = large_loss.end_epoch(info)
+            if info.is_main:
+                paths = prepared.train.frame["Path"].to_numpy()
+                write_epoch_log(run_dir, epoch + 1, modified, paths, prepared.observations, config.blank)
         if info.is_main:
             assert valid_loader is not None
             probs = predict_probabilities(model, valid_loader, settings, len(valid_set))
@@ -264,6 +309,7 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
             _write_epoch_outputs(run_dir, model, prepared, probs, rows, improved)
             state.epoch = epoch + 1
             state.finished = state.epoch == config.epochs
+            state.extra = {**objective.state_tensors(), **(large_loss.state_tensors() if large_loss is not None else {})}
             ckpt.save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
             log(
                 f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  mean AUC {task_mean:.4f}  "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from chexcft.distributed import DistInfo, barrier
 from chexcft.training.validation import predict_probabilities
 
 PROBABILITIES_FILE = "train_probabilities.safetensors"
+SELFTRAIN_DIR = "selftrain_stage1"
 
 
 def self_train_relabel(
@@ -28,10 +30,12 @@ def self_train_relabel(
     observations: Sequence[str],
     policies: dict[str, str],
     raw: np.ndarray,
+    train_run: Callable[[TrainConfig], Path],
 ) -> np.ndarray:
-    """Return `raw` (n, C) with the uncertain entries of U-SelfTrained observations replaced by stage-1 probabilities."""
-    from chexcft.training.loop import SELFTRAIN_DIR, train as train_run
+    """Return `raw` (n, C) with the uncertain entries of U-SelfTrained observations replaced by stage-1 probabilities.
 
+    `train_run` trains the first stage (the trainer passes itself, so this module does not import the loop).
+    """
     chosen = tuple(obs for obs in observations if policies[obs] == "U-SelfTrained")
     stage_dir = config.run_dir / SELFTRAIN_DIR
     stage = config.replace(
