@@ -23,7 +23,9 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Per-process batch s
 LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine-annealed to lr/100 over the run).")]
 SeedOpt = Annotated[int, typer.Option("--seed")]
 BlankOpt = Annotated[str, typer.Option("--blank", help="Blank labels: 'negative' or 'ignore'.")]
-AugOpt = Annotated[bool, typer.Option("--augment/--no-augment", help="MONAI augmentation for training.")]
+AugOpt = Annotated[bool, typer.Option("--augment/--no-augment", help="Batched on-device augmentation (kornia) for training.")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model for training (worth it on CUDA).")]
+AccumulateOpt = Annotated[int, typer.Option("--accumulate", help="Gradient accumulation: micro-batches per optimiser step.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Data loader worker processes.")]
 CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Preprocessing cache folder (default: <out>/../cache).")]
@@ -60,6 +62,8 @@ def train_command(
     augment: AugOpt = True,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 0,
+    compile: CompileOpt = False,
+    accumulate: AccumulateOpt = 1,
     cache_dir: CacheOpt = None,
     quiet: QuietOpt = False,
     resume: ResumeOpt = False,
@@ -97,6 +101,8 @@ def train_ensemble_command(
     augment: AugOpt = True,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 0,
+    compile: CompileOpt = False,
+    accumulate: AccumulateOpt = 1,
     cache_dir: CacheOpt = None,
     quiet: QuietOpt = False,
     resume: ResumeOpt = False,

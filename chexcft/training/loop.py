@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -29,6 +30,10 @@ from chexcft.training.progress import EpochProgress, log
 from chexcft.training.validation import auc_per_observation, is_better, predict_probabilities, selection_score
 SELFTRAIN_DIR = "selftrain_stage1"
 SCHEDULE = "cosine annealing per optimiser step from lr to lr/100 (no warm-up)"
+AUGMENTATION = (
+    "chexcft.augmentation.Augmentation on the training device (kornia: random affine, gamma contrast, Gaussian noise), "
+    "seeded per micro-batch from (seed, epoch, step, rank)"
+)
 # Test hook: SIGKILL this process right after this many optimiser steps of a run (simulates a crash mid-epoch).
 KILL_ENV = "CHEXCFT_TEST_SIGKILL_AT_STEP"
 
@@ -167,19 +172,24 @@ def _config_record(config: TrainConfig, prepared: Prepared, model: Any, info: Di
         "optimizer": {"name": "Adam", "lr": config.lr, "betas": [0.9, 0.999], "weight_decay": config.weight_decay},
         "scheduler": {"name": "cosine", "description": SCHEDULE, "steps_per_epoch": steps_per_epoch},
         "loss": "masked binary cross-entropy (+ cross-entropy, ignore_index -100, for U-MultiClass), mean over counted entries",
-        "augmentation": "chexcft.augment.training_transform (random affine, gamma contrast, Gaussian noise), reseeded "
-        "from (seed, epoch, loader worker) at each epoch" if config.augment else "none",
+        "augmentation": AUGMENTATION if config.augment else "none",
+        "accumulate": int(config.accumulate),
+        "effective_batch_size": int(config.batch_size) * int(config.accumulate) * info.world_size,
         "selection": "best epoch by mean validation AUC over the competition tasks present (else over all observations)",
         "selftrain": SELFTRAIN_DIR if any(p == "U-SelfTrained" for p in prepared.policies.values()) else None,
         "world_size": info.world_size,
         "device": str(settings.device),
-        "mixed_precision": bool(settings.mixed_precision and settings.is_cuda),
+        "mixed_precision": settings.amp_dtype is not None,
+        "amp_dtype": str(settings.amp_dtype).removeprefix("torch.") if settings.amp_dtype is not None else None,
+        "channels_last": settings.channels_last,
+        "compile": bool(config.compile),
         "environment": environment_info(),
     }
 
 
 def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, prepared: Prepared) -> None:
-    from chexcft.augment import eval_transform, training_transform
+    from chexcft.augmentation import Augmentation, step_seed
+    from chexcft.inputs import model_input
     from chexcft.data.dataset import CachedXrayDataset, make_loader
     from chexcft.models import HeadLayout, build_model
 
@@ -188,21 +198,22 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
     layout = HeadLayout(prepared.observations, targets.multiclass)
     seed_everything(config.seed)
     model = build_model(config.arch, layout, init=config.init, seed=config.seed)
-    model = model.to(settings.device)
+    model = settings.place_model(model)
 
-    transform = training_transform(seed=config.seed, image_size=config.image_size) if config.augment else None
-    base = CachedXrayDataset(prepared.cache, prepared.train.slots, targets.targets, targets.mask, transform=transform)
-    train_set = tdata.EpochAugmented(base, config.seed)
+    augmentation = Augmentation().to(settings.device) if config.augment else None
+    train_set = CachedXrayDataset(prepared.cache, prepared.train.slots, targets.targets, targets.mask)
     sampler = EpochSampler(len(train_set), info, config.seed, config.batch_size)
     loader = make_loader(train_set, config.batch_size, False, settings, config.workers, sampler=sampler, seed=config.seed)
-    class_targets = torch.from_numpy(targets.class_targets) if targets.multiclass else None
-    steps_per_epoch = len(loader)
+    class_targets = settings.to(torch.from_numpy(targets.class_targets)) if targets.multiclass else None
+    steps_per_epoch = len(loader)  # micro-batches; the optimiser steps once per `accumulate` of them
     if steps_per_epoch == 0:
         raise ChexcftError(f"{config.train_csv}: too few readable images for one batch per process")
+    accumulate = min(int(config.accumulate), steps_per_epoch)
+    updates_per_epoch = -(-steps_per_epoch // accumulate)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.epochs * steps_per_epoch, eta_min=config.lr / 100
+        optimizer, T_max=config.epochs * updates_per_epoch, eta_min=config.lr / 100
     )
     scaler = settings.grad_scaler()
     state = ckpt.TrainState(epoch=0)
@@ -211,15 +222,16 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
         log(f"resuming {run_dir} after epoch {state.epoch}", enabled=info.is_main)
 
     if info.is_main and not (run_dir / CONFIG_FILE).is_file():
-        atomic_write_json(run_dir / CONFIG_FILE, _config_record(config, prepared, model, info, settings, steps_per_epoch))
+        atomic_write_json(run_dir / CONFIG_FILE, _config_record(config, prepared, model, info, settings, updates_per_epoch))
     rows = _previous_rows(run_dir, state.epoch)
 
     ddp_model: torch.nn.Module = model
     if info.distributed:
         device_ids = [settings.device.index] if settings.is_cuda else None
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    train_model = settings.compile(ddp_model, config.compile)
 
-    valid_set = CachedXrayDataset(prepared.cache, prepared.valid.slots, transform=eval_transform())
+    valid_set = CachedXrayDataset(prepared.cache, prepared.valid.slots)
     valid_loader = make_loader(valid_set, config.batch_size, False, settings, 0, seed=config.seed) if info.is_main else None
     valid_labels = prepared.valid.raw[:, tdata.columns_of(prepared.observations)]
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
@@ -229,17 +241,24 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
         ddp_model.train()
         progress = EpochProgress(steps_per_epoch, epoch + 1, config.epochs, show=info.is_main and not config.quiet)
         loss_sum, n_steps = 0.0, 0
-        for step, batch in enumerate(loader):
-            images = settings.to(batch["image"])
-            class_batch = settings.to(class_targets[batch["index"]]) if class_targets is not None else None
-            with settings.autocast():
-                raw_out = ddp_model(images)
-            loss = masked_loss(raw_out, layout, settings.to(batch["target"]), settings.to(batch["mask"]), class_batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(settings.prefetch(loader)):
+            seed = step_seed(config.seed, epoch, step, info.rank)
+            images = model_input(batch["image"], settings, augmentation, seed)
+            class_batch = class_targets[batch["index"]] if class_targets is not None else None
+            group_start = step - step % accumulate
+            group_size = min(accumulate, steps_per_epoch - group_start)
+            update = step + 1 == group_start + group_size
+            with _gradient_sync(ddp_model, update):
+                with settings.autocast():
+                    raw_out = train_model(images)
+                loss = masked_loss(raw_out, layout, settings.to(batch["target"]), settings.to(batch["mask"]), class_batch)
+                scaler.scale(loss / group_size if group_size > 1 else loss).backward()
+            if update:
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             value = float(loss.detach())
             loss_sum += value
             n_steps += 1
@@ -280,6 +299,13 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
         else:
             state.epoch = epoch + 1
         barrier(info)
+
+
+def _gradient_sync(model: torch.nn.Module, update: bool) -> contextlib.AbstractContextManager[Any]:
+    """DDP all-reduces gradients only on the micro-batch that ends an accumulation group."""
+    if update or not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def _previous_rows(run_dir: Path, epochs_done: int) -> list[dict[str, Any]]:
