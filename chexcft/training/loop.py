@@ -240,7 +240,7 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
         sampler.set_epoch(epoch)
         ddp_model.train()
         progress = EpochProgress(steps_per_epoch, epoch + 1, config.epochs, show=info.is_main and not config.quiet)
-        loss_sum, n_steps = 0.0, 0
+        loss_sum, n_steps = torch.zeros((), dtype=torch.float64, device=settings.device), 0
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(settings.prefetch(loader)):
             seed = step_seed(config.seed, epoch, step, info.rank)
@@ -259,12 +259,13 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
                 scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            value = float(loss.detach())
+            value = loss.detach()  # stays on the device: no host sync per step unless the bar shows it
             loss_sum += value
             n_steps += 1
             progress.step(value, len(images) * info.world_size)
             if kill_at and epoch * steps_per_epoch + step + 1 == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
+        train_loss = float(loss_sum) / max(n_steps, 1)  # waits for the device: the rate below is then honest
         progress.close()
         rate = progress.rate
         if info.is_main:
@@ -278,7 +279,7 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
                 state.best_score, state.best_epoch = score, epoch + 1
             row = {
                 "epoch": epoch + 1,
-                "train_loss": loss_sum / max(n_steps, 1),
+                "train_loss": train_loss,
                 "lr": scheduler.get_last_lr()[0],
                 "images_per_s": rate,
                 "mean_auc": task_mean,
