@@ -20,7 +20,7 @@ from chexcft.runs import load_run
 from chexcft.train import TrainConfig, train
 from chexcft.training import checkpoint as ckpt
 from chexcft.training.loop import KILL_ENV
-from tests.train_helpers import IMAGE_SIZE, finish, make_tiny_data, run_cli, start_cli
+from tests.train_helpers import IMAGE_SIZE, finish, make_tiny_data, run_cli, start_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _config(tiny, out: Path, **changes) -> TrainConfig:
-    base = TrainConfig(
-        train_csv=str(tiny.train_csv), valid_csv=str(tiny.valid_csv), root=str(tiny.root), out=str(out),
-        cache_dir=str(tiny.cache_dir), arch="tiny", image_size=IMAGE_SIZE, epochs=1, batch_size=8,
-        device="cpu", quiet=True,
-    )  # fmt: skip
-    return base.replace(**changes)
+    return tiny_config(tiny, out, **changes)
 
 
 @pytest.fixture(scope="module")

@@ -9,24 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from chexcft.train import TrainConfig, train
+from chexcft.train import train
 from chexcft.training import checkpoint as ckpt
-from tests.train_helpers import IMAGE_SIZE, make_tiny_data
+from tests.train_helpers import make_tiny_data, tiny_config
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory):
-    """A 48/24-image data set with its cache already built."""
+    """A 48/24-image data set with its cache already built (the one test_train.py uses)."""
     return make_tiny_data(tmp_path_factory.mktemp("tiny-steps"))
-
-
-def _config(tiny, out: Path, **changes) -> TrainConfig:
-    base = TrainConfig(
-        train_csv=str(tiny.train_csv), valid_csv=str(tiny.valid_csv), root=str(tiny.root), out=str(out),
-        cache_dir=str(tiny.cache_dir), arch="tiny", image_size=IMAGE_SIZE, epochs=1, batch_size=8,
-        device="cpu", quiet=True,
-    )  # fmt: skip
-    return base.replace(**changes)
 
 
 def _optimizer_steps(run_dir: Path) -> int:
@@ -43,12 +34,12 @@ def _optimizer_steps(run_dir: Path) -> int:
 
 def test_accumulation_steps_the_optimiser_once_per_group(tiny, tmp_path: Path) -> None:
     # 48 images, batch 8: 6 micro-batches per epoch; --accumulate 4 -> groups of 4 and 2 -> 2 updates per epoch
-    run = train(_config(tiny, tmp_path / "acc", epochs=2, accumulate=4))
+    run = train(tiny_config(tiny, tmp_path / "acc", epochs=2, accumulate=4))
     config = json.loads((run / "config.json").read_text())
     assert config["scheduler"]["steps_per_epoch"] == 2 and config["accumulate"] == 4
     assert config["effective_batch_size"] == 32
     assert _optimizer_steps(run) == 4
-    plain = train(_config(tiny, tmp_path / "plain", epochs=1))
+    plain = train(tiny_config(tiny, tmp_path / "plain", epochs=1))
     assert _optimizer_steps(plain) == 6
 
 
@@ -56,7 +47,7 @@ def test_bad_accumulate_is_refused(tiny, tmp_path: Path) -> None:
     from chexcft.errors import ChexcftError
 
     with pytest.raises(ChexcftError, match="--accumulate"):
-        _config(tiny, tmp_path / "bad", accumulate=0).validate()
+        tiny_config(tiny, tmp_path / "bad", accumulate=0).validate()
 
 
 def test_compile_wraps_the_training_model_only(tiny, tmp_path: Path, monkeypatch) -> None:
@@ -67,14 +58,14 @@ def test_compile_wraps_the_training_model_only(tiny, tmp_path: Path, monkeypatch
         return model
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    run = train(_config(tiny, tmp_path / "compiled", compile=True))
+    run = train(tiny_config(tiny, tmp_path / "compiled", compile=True))
     assert len(compiled) == 1 and json.loads((run / "config.json").read_text())["compile"] is True
     assert (run / "weights" / "best.safetensors").is_file()  # weights saved from the uncompiled module
 
 
 def test_loader_workers_do_not_change_the_augmented_run(tiny, tmp_path: Path) -> None:
     """Augmentation is drawn on the device from (seed, epoch, step, rank): 0 or 2 workers give the same weights."""
-    runs = [train(_config(tiny, tmp_path / f"w{workers}", workers=workers, seed=3)) for workers in (0, 2)]
+    runs = [train(tiny_config(tiny, tmp_path / f"w{workers}", workers=workers, seed=3)) for workers in (0, 2)]
     config = json.loads((runs[0] / "config.json").read_text())
     assert "kornia" in config["augmentation"]
     a, b = (load_file(str(run / "weights" / "last.safetensors")) for run in runs)

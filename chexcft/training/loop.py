@@ -189,8 +189,8 @@ def _config_record(config: TrainConfig, prepared: Prepared, model: Any, info: Di
 
 def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, prepared: Prepared) -> None:
     from chexcft.augmentation import Augmentation, step_seed
-    from chexcft.inputs import model_input
     from chexcft.data.dataset import CachedXrayDataset, make_loader
+    from chexcft.inputs import model_input
     from chexcft.models import HeadLayout, build_model
 
     run_dir = config.run_dir
