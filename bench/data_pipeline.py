@@ -34,7 +34,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -130,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table (markdown) to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one core for the 0-worker rows; loader workers use one thread each anyway
-    cv2.setNumThreads(1)
 
     with tempfile.TemporaryDirectory(prefix="chexcft-bench-") as tmp:
         # make_chexpert_tree gives ~2.2 training images per patient

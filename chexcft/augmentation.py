@@ -13,6 +13,12 @@ independently per image with probability `prob`:
 then a clip to [0, 1]. kornia draws from torch's global generator, so each call runs inside
 `torch.random.fork_rng` seeded with the step's own seed (`step_seed`): a step's augmentation depends only on
 (run seed, epoch, step, rank), not on loader workers or on what ran before, and a resumed run replays it exactly.
+
+Why kornia and not torchvision.transforms.v2: v2's RandomAffine draws one angle/shift/scale per call (scalar
+`.item()` draws), so a (B, C, H, W) batch gets the same transform for every image, with integer-rounded shifts
+and one isotropic scale; v2 has no random gamma and its GaussianNoise has a fixed sigma, and RandomApply's `p` is
+per call. Per-image draws would need a Python loop over the batch. kornia draws every parameter per image in one
+batched call (RandomAffine with per-axis scale, RandomGamma, per-image gates), on the images' device.
 """
 
 from __future__ import annotations
