@@ -68,6 +68,15 @@ def machine() -> list[str]:
     ]
 
 
+def default_args(stem: str) -> list[str]:
+    """Arguments a script gets when --args names none: gpu_check runs its CPU smoke mode on a machine without CUDA."""
+    if stem == "gpu_check":
+        import torch
+
+        return [] if torch.cuda.is_available() else ["--device", "cpu", "--quick"]
+    return []
+
+
 def handover_option(script: Path) -> str | None:
     """How a script writes its markdown section: '--markdown', '--write'/'--results' (append), or None (quote stdout)."""
     result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=REPO)
@@ -210,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         if script.stem not in chosen:
             lines += [previous.get(script.stem, f"## {title_of(script)}\n\nNot run yet: `make bench`."), ""]
             continue
-        section, seconds, code = run_script(script, extra.get(script.stem, []), args.timeout)
-        command = " ".join(["`.venv/bin/python", f"bench/{script.name}", *extra.get(script.stem, [])]) + "`"
+        script_args = extra.get(script.stem, default_args(script.stem))
+        section, seconds, code = run_script(script, script_args, args.timeout)
+        command = " ".join(["`.venv/bin/python", f"bench/{script.name}", *script_args]) + "`"
         if code != 0:
             failed.append(script.name)
             if script.stem in previous:  # keep the last good figures, and say this run failed

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from chexcft.inputs import model_input
 from chexcft.device import DeviceSettings, inference_mode, resolve_device
 from chexcft.errors import InvalidDatasetError
 from chexcft.fileio import atomic_path
@@ -60,16 +61,16 @@ def extract_features(
     slots = np.asarray(slots, dtype=np.int64).reshape(-1)
     if (slots < 0).any():
         raise InvalidDatasetError(f"{int((slots < 0).sum())} image(s) are missing from the cache (slot -1)")
+    from chexcft.data.dataset import CachedXrayDataset, make_loader
+
     model.eval()
-    model.to(settings.device)
+    settings.place_model(model)
     out = np.zeros((len(slots), model.feature_dim), dtype=np.float32)
-    scale = np.float32(1.0 / 255.0)
+    loader = make_loader(CachedXrayDataset(cache, slots), batch_size, False, settings, 0)
     with inference_mode(settings):
-        for start in range(0, len(slots), batch_size):
-            pixels = cache.images(slots[start : start + batch_size])
-            # Same scaling as CachedXrayDataset: uint8 * (1/255) as float32.
-            x = torch.from_numpy(np.asarray(pixels, dtype=np.float32) * scale)[:, None]
-            out[start : start + len(x)] = model.features(settings.to(x)).float().cpu().numpy()
+        for batch in settings.prefetch(loader):
+            features = model.features(model_input(batch["image"], settings)).float().cpu().numpy()
+            out[batch["index"].cpu().numpy()] = features
     return out
 
 

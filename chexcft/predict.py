@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from chexcft.device import DeviceSettings, inference_mode, resolve_device
+from chexcft.inputs import model_input
 from chexcft.errors import ChexcftError, InvalidRunError
 from chexcft.fileio import atomic_write_csv
 from chexcft.schema import OBSERVATIONS
@@ -198,10 +199,9 @@ def _predict_shard(
                     if not good:
                         failures[int(index)] = str(reason)
                 if ok.any():
-                    images = settings.to(batch["image"])  # the whole pinned batch, then drop failed items
+                    images = model_input(batch["image"], settings)  # the whole pinned batch, then drop failed items
                     if not ok.all():
                         images = images[torch.from_numpy(ok).to(images.device)]
-                    images = images.float().div_(255.0)
                     rows = np.array([position[int(i)] for i in batch_indices[ok]], dtype=np.int64)
                     with inference_mode(settings):
                         for model_index in members:

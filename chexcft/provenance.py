@@ -11,6 +11,7 @@ TRACKED_PACKAGES: tuple[str, ...] = (
     "torch",
     "torchvision",
     "monai",
+    "kornia",
     "numpy",
     "pandas",
     "scikit-learn",

@@ -21,6 +21,7 @@ import torch
 from chexcft.device import DeviceSettings, inference_mode, resolve_device
 from chexcft.errors import InvalidRunError, InvalidWeightsError
 from chexcft.fileio import atomic_path, atomic_write_json, file_sha256, read_json
+from chexcft.inputs import model_input
 from chexcft.models import ChexModel, HeadLayout, build_model
 from chexcft.models.weights import METADATA_KEY, model_spec_from_metadata, read_safetensors
 from chexcft.provenance import environment_info
@@ -267,20 +268,17 @@ class LoadedRun:
     def _settings(self) -> DeviceSettings:
         if self.settings is None:
             self.settings = resolve_device("auto")
-            self.model.to(self.settings.device)
+            self.settings.place_model(self.model)
         return self.settings
 
     def _logits(self, images: torch.Tensor | np.ndarray, use_override: bool, batch_size: int) -> np.ndarray:
         settings = self._settings()
         x = torch.as_tensor(images)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()  # uint8 cache images are scaled to [0, 1]
-        if x.ndim == 3:
-            x = x[:, None]
         self.model.eval()
         out = []
         with inference_mode(settings):
             for start in range(0, x.shape[0], batch_size):
-                batch = settings.to(x[start : start + batch_size])
+                batch = model_input(x[start : start + batch_size], settings)  # uint8 cache images: scaled to [0, 1]
                 out.append(self.model.predict_logits(batch, use_override=use_override).float().cpu().numpy())
         return np.concatenate(out, axis=0) if out else np.zeros((0, len(self.observations)), np.float32)
 
@@ -354,5 +352,5 @@ def load_run(
                 raise InvalidRunError(f"{paths.calibration}: calibrates observations the model lacks: {unknown}")
     model.eval()
     if settings is not None:
-        model.to(settings.device)
+        settings.place_model(model)
     return LoadedRun(model=model, config=config, calibration=calibration, path=paths.root, settings=settings)

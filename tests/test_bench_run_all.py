@@ -54,3 +54,13 @@ def test_existing_sections_keeps_script_sections_and_unattributed_ones(run_all, 
 def test_a_scripts_own_headings_nest_under_run_alls(run_all) -> None:
     text = run_all.strip_title("# Benchmark results\n\n## CFT speed\n\nbody\n### sub\n")
     assert run_all.demote_headings(text) == "### CFT speed\n\nbody\n#### sub"
+
+
+def test_gpu_check_is_registered_and_gets_its_cpu_smoke_mode_without_cuda(run_all, monkeypatch) -> None:
+    import torch
+
+    assert "gpu_check.py" in [p.name for p in run_all.scripts()]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run_all.default_args("gpu_check") == ["--device", "cpu", "--quick"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert run_all.default_args("gpu_check") == [] and run_all.default_args("data_pipeline") == []

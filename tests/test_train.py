@@ -19,7 +19,7 @@ from chexcft.errors import InvalidRunError
 from chexcft.runs import load_run
 from chexcft.training import TrainConfig, train
 from chexcft.training import checkpoint as ckpt
-from tests.train_helpers import IMAGE_SIZE, finish, make_tiny_data, run_cli, start_cli
+from tests.train_helpers import IMAGE_SIZE, finish, make_tiny_data, run_cli, start_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +29,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _config(tiny, out: Path, **changes) -> TrainConfig:
-    base = TrainConfig(
-        train_csv=str(tiny.train_csv), valid_csv=str(tiny.valid_csv), root=str(tiny.root), out=str(out),
-        cache_dir=str(tiny.cache_dir), arch="tiny", image_size=IMAGE_SIZE, epochs=1, batch_size=8,
-        device="cpu", quiet=True,
-    )  # fmt: skip
-    return base.replace(**changes)
+    return tiny_config(tiny, out, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +71,6 @@ def test_run_directory_is_complete(finished_run: Path, tiny) -> None:
 
 
 def test_best_weights_reproduce_valid_predictions(finished_run: Path, tiny) -> None:
-    from chexcft.augment import eval_transform
     from chexcft.data import read_table
     from chexcft.data.cache import ImageCache
     from chexcft.data.dataset import CachedXrayDataset
@@ -84,8 +78,8 @@ def test_best_weights_reproduce_valid_predictions(finished_run: Path, tiny) -> N
     loaded = load_run(finished_run, which="best", use_cft=False)
     cache = ImageCache.open(tiny.cache_dir / f"{IMAGE_SIZE}px")
     frame = read_table(tiny.valid_csv, tiny.root)
-    dataset = CachedXrayDataset(cache, cache.rows_for(frame["abs_path"]), transform=eval_transform())
-    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    dataset = CachedXrayDataset(cache, cache.rows_for(frame["abs_path"]))
+    images = dataset[list(range(len(dataset)))]["image"]  # uint8 (n, 1, S, S), converted by raw_proba
     probs = loaded.raw_proba(images)
     stored = pd.read_csv(finished_run / "valid_predictions.csv")[list(loaded.observations)].to_numpy()
     np.testing.assert_allclose(probs, stored, rtol=0, atol=1e-6)

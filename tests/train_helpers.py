@@ -89,3 +89,15 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """Run `python -m chexcft ARGS` to completion (or to its kill) in a fresh single-threaded process."""
     return finish(start_cli(args, env_extra, launcher, kill))
+
+
+def tiny_config(tiny: TinyData, out: Path, **changes: object):  # -> TrainConfig
+    """A one-epoch tiny-model CPU run on `tiny`, with some settings changed."""
+    from chexcft.training import TrainConfig
+
+    base = TrainConfig(
+        train_csv=str(tiny.train_csv), valid_csv=str(tiny.valid_csv), root=str(tiny.root), out=str(out),
+        cache_dir=str(tiny.cache_dir), arch="tiny", image_size=IMAGE_SIZE, epochs=1, batch_size=8,
+        device="cpu", quiet=True,
+    )  # fmt: skip
+    return base.replace(**changes)

@@ -30,7 +30,9 @@ ResetHeadOpt = Annotated[bool, typer.Option("--reset-head", help="Re-initialise 
 OversampleOpt = Annotated[Optional[str], typer.Option("--oversample", help="Repeat rows positive for these observations, e.g. 'Cardiomegaly=2,Consolidation=2'.")]
 SeedOpt = Annotated[int, typer.Option("--seed")]
 BlankOpt = Annotated[str, typer.Option("--blank", help="Blank labels: negative, ignore, or Large Loss LL-R, LL-Ct, LL-Cp (negatives, largest losses rejected/corrected).")]
-AugOpt = Annotated[bool, typer.Option("--augment/--no-augment", help="MONAI augmentation for training.")]
+AugOpt = Annotated[bool, typer.Option("--augment/--no-augment", help="Batched on-device augmentation (kornia) for training.")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model for training (worth it on CUDA).")]
+AccumulateOpt = Annotated[int, typer.Option("--accumulate", help="Gradient accumulation: micro-batches per optimiser step.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Data loader worker processes.")]
 CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Preprocessing cache folder (default: <out>/../cache).")]
@@ -74,6 +76,8 @@ def train_command(
     augment: AugOpt = True,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 0,
+    compile: CompileOpt = False,
+    accumulate: AccumulateOpt = 1,
     cache_dir: CacheOpt = None,
     quiet: QuietOpt = False,
     resume: ResumeOpt = False,
@@ -122,6 +126,8 @@ def train_ensemble_command(
     augment: AugOpt = True,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 0,
+    compile: CompileOpt = False,
+    accumulate: AccumulateOpt = 1,
     cache_dir: CacheOpt = None,
     quiet: QuietOpt = False,
     resume: ResumeOpt = False,

@@ -479,9 +479,11 @@ class ImageCache:
         return np.array(self.data[int(slot)])
 
     def images(self, slots: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Several images as a uint8 (k, size, size) array (a copy)."""
+        """Several images as a uint8 (k, size, size) array (a copy): one read, a plain slice for consecutive slots."""
         slots = np.asarray(slots, dtype=np.int64).reshape(-1)
         self._check(slots)
+        if slots.size > 1 and bool((np.diff(slots) == 1).all()):
+            return np.array(self.data[int(slots[0]) : int(slots[-1]) + 1])
         return np.ascontiguousarray(self.data[slots])
 
     def __len__(self) -> int:

@@ -1,16 +1,15 @@
-"""A torch Dataset over cache slots, and the one DataLoader factory (pinned memory, persistent, seeded workers)."""
+"""A torch Dataset of uint8 batches over cache slots, and the one DataLoader factory (batch sampler, device options)."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from chexcft.augment import reseed, takes_uint8
 from chexcft.data.cache import ImageCache
 from chexcft.device import DeviceSettings
 from chexcft.errors import InvalidDatasetError
@@ -26,7 +25,11 @@ def _as_matrix(values: Any, n: int, name: str) -> np.ndarray:
 
 
 class CachedXrayDataset(Dataset):
-    """Items dict(image float32 (1,S,S) in [0,1], target (C,), mask (C,), index) read from an ImageCache."""
+    """Batches dict(image uint8 (B,1,S,S), target (B,C), mask (B,C), index (B,)) read from an ImageCache.
+
+    Indexed by a list of positions (a batch sampler's batch); the pixels stay uint8 until `chexcft.augmentation.
+    model_input` converts (and, in training, augments) them on the device.
+    """
 
     def __init__(
         self,
@@ -34,9 +37,8 @@ class CachedXrayDataset(Dataset):
         slots: Sequence[int] | np.ndarray,
         targets: np.ndarray | None = None,
         mask: np.ndarray | None = None,
-        transform: Callable[[Any], Any] | None = None,
     ) -> None:
-        """Wrap `slots` (from `cache.rows_for`; no -1) with optional targets/mask (n, C) and a transform."""
+        """Wrap `slots` (from `cache.rows_for`; no -1) with optional targets/mask (n, C)."""
         self.cache = cache
         self.slots = np.asarray(slots, dtype=np.int64).reshape(-1)
         n = len(self.slots)
@@ -55,45 +57,29 @@ class CachedXrayDataset(Dataset):
             self.mask = _as_matrix(mask, n, "mask")
             if self.mask.shape != self.targets.shape:
                 raise InvalidDatasetError(f"mask has shape {self.mask.shape} but targets have {self.targets.shape}")
-        self.transform = transform
 
     def __len__(self) -> int:
         """Number of images."""
         return len(self.slots)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        """Item i: the cached image scaled to [0, 1] (then transformed), its target, mask and position i."""
-        pixels = np.asarray(self.cache.data[self.slots[i]])[None]
-        if takes_uint8(self.transform):  # the transform scales the uint8 pixels itself, once, where it is cheapest
-            image: Any = self.transform(pixels)
-        else:
-            image = torch.from_numpy(np.multiply(pixels, np.float32(1.0 / 255.0), dtype=np.float32))
-            if self.transform is not None:
-                image = self.transform(image)
-        image = torch.as_tensor(image, dtype=torch.float32)
-        if type(image) is not torch.Tensor:
-            image = image.as_subclass(torch.Tensor)  # a MONAI MetaTensor becomes a plain tensor
+    def __getitem__(self, positions: Sequence[int] | np.ndarray | int) -> dict[str, Any]:
+        """A batch (or one item, for an int): uint8 pixels (B, 1, S, S) read in one go, targets, masks, positions."""
+        if np.ndim(positions) == 0:
+            one = self[[int(positions)]]
+            return {key: value[0] for key, value in one.items()}
+        index = np.asarray(positions, dtype=np.int64).reshape(-1)
+        pixels = self.cache.images(self.slots[index])
         return {
-            "image": image.contiguous(),
-            "target": torch.from_numpy(self.targets[i]),
-            "mask": torch.from_numpy(self.mask[i]),
-            "index": int(i),
+            "image": torch.from_numpy(pixels)[:, None],
+            "target": torch.from_numpy(self.targets[index]),
+            "mask": torch.from_numpy(self.mask[index]),
+            "index": torch.from_numpy(index),
         }
 
 
 def _seed_worker(worker_id: int, seed: int) -> None:
-    """Give each loader worker its own reproducible augmentation stream and NumPy seed."""
-    info = torch.utils.data.get_worker_info()
-    worker_seed = seed * 1000 + worker_id
-    np.random.seed(worker_seed % (2**32))
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)  # like torch in loader workers: one thread each, the workers are the parallelism
-    except ImportError:  # pragma: no cover - OpenCV is a dependency
-        pass
-    if info is not None:
-        reseed(getattr(info.dataset, "transform", None), worker_seed)
+    """Give each loader worker its own NumPy seed (nothing random runs in workers: augmentation is on the device)."""
+    np.random.seed((seed * 1000 + worker_id) % (2**32))
 
 
 def make_loader(
@@ -105,25 +91,23 @@ def make_loader(
     sampler: Sampler | None = None,
     seed: int = 0,
 ) -> DataLoader:
-    """The DataLoader every job uses: pinned memory per DeviceSettings, persistent seeded workers, seeded shuffle.
+    """The DataLoader every job uses: whole uint8 batches from a batch sampler, loader options from DeviceSettings.
 
-    Workers are spawned processes (the dataset is pickled; ImageCache reopens its memory map in each worker).
+    Each worker call reads one batch of slots (one memory-map read, `ImageCache.images`) and returns it
+    uncollated; workers are spawned processes (ImageCache reopens its memory map in each). `sampler` gives the
+    order of positions (else sequential, or shuffled with a generator seeded by `seed`).
     """
     generator = torch.Generator()
     generator.manual_seed(int(seed))
-    if workers <= 0:
-        reseed(getattr(dataset, "transform", None), int(seed) * 1000)
+    if sampler is None:
+        sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)  # type: ignore[arg-type]
+    batches = BatchSampler(sampler, batch_size=int(batch_size), drop_last=False)
+    options = settings.loader_options(workers)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=shuffle if sampler is None else False,
-        sampler=sampler,
-        num_workers=max(0, int(workers)),
-        pin_memory=settings.pin_memory,
-        persistent_workers=workers > 0,
-        worker_init_fn=functools.partial(_seed_worker, seed=int(seed)) if workers > 0 else None,
+        sampler=batches,
+        batch_size=None,
+        worker_init_fn=functools.partial(_seed_worker, seed=int(seed)) if options["num_workers"] else None,
         generator=generator,
-        prefetch_factor=4 if workers > 0 else None,
-        # Spawned, not forked: a fork would inherit OpenCV's and OpenMP's thread pools mid-use and can hang.
-        multiprocessing_context="spawn" if workers > 0 else None,
+        **options,
     )

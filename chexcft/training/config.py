@@ -16,9 +16,9 @@ LOSSES: tuple[str, ...] = ("bce", "aucm")
 # example) for the AUC-margin loss.
 DEFAULT_LR: dict[str, float] = {"bce": 1e-4, "aucm": 0.1}
 DEFAULT_WEIGHT_DECAY: dict[str, float] = {"bce": 0.0, "aucm": 1e-5}
-# Settings that may differ between an interrupted run and its --resume (a different --workers changes the
-# augmentation draws of the remaining epochs, so bit-identical results need the same value).
-RESUME_FREE_KEYS: frozenset[str] = frozenset({"resume", "quiet", "workers", "device", "cache_dir"})
+# Settings that may differ between an interrupted run and its --resume (augmentation is seeded per step on the
+# device, so --workers does not change any draw; --compile changes only the kernels).
+RESUME_FREE_KEYS: frozenset[str] = frozenset({"resume", "quiet", "workers", "device", "cache_dir", "compile"})
 
 
 @dataclass(kw_only=True)
@@ -50,6 +50,8 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: bool = True
     workers: int = 0
+    compile: bool = False  # torch.compile the training model
+    accumulate: int = 1  # micro-batches per optimiser step (effective batch: batch_size x accumulate x processes)
     cache_dir: str | None = None  # None: <parent of out>/cache, shared by sibling runs
     quiet: bool = False
     resume: bool = False
@@ -88,6 +90,8 @@ class TrainConfig:
             raise ChexcftError(f"--image-size must be at least 8, got {self.image_size}")
         if self.lr is not None and not self.lr > 0:
             raise ChexcftError(f"--lr must be positive, got {self.lr}")
+        if int(self.accumulate) < 1:
+            raise ChexcftError(f"--accumulate must be at least 1, got {self.accumulate}")
         if self.workers < 0:
             raise ChexcftError(f"--workers must be >= 0, got {self.workers}")
         for name in ("train_csv", "valid_csv"):

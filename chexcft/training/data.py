@@ -1,4 +1,4 @@
-"""Training data: tables, observation choice, targets, the cache and per-epoch seeded augmentation."""
+"""Training data: tables, observation choice, targets and the cache."""
 
 from __future__ import annotations
 
@@ -77,37 +77,3 @@ def attach_slots(frame: pd.DataFrame, cache: Any, name: str) -> SplitData:
 def columns_of(observations: Sequence[str]) -> list[int]:
     """Column indices of observations in the 14-column label matrix."""
     return [OBSERVATIONS.index(obs) for obs in observations]
-
-
-def epoch_seed(seed: int, epoch: int, worker: int) -> int:
-    """A 32-bit augmentation seed for one loader worker (0: the main process) in one epoch."""
-    return int(np.random.SeedSequence([seed, epoch, worker]).generate_state(1, dtype=np.uint32)[0])
-
-
-class EpochAugmented(Dataset):
-    """Wraps a dataset whose `transform` augments; keys are (epoch, index) pairs and the transform is reseeded per epoch.
-
-    The seed comes from (seed, epoch, loader worker), so an epoch's augmentations depend only on those: a resumed
-    run replays its epochs exactly (with the same number of workers). Reseeding per epoch rather than per item
-    keeps the fast backend's noise field drawn once per epoch and worker. The base dataset applies the transform
-    itself, so the fast backend works on the cache's uint8 pixels.
-    """
-
-    def __init__(self, base: Dataset, seed: int) -> None:
-        self.base = base
-        self.seed = seed
-        self._seeded_epoch: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        transform = getattr(self.base, "transform", None)
-        if epoch != self._seeded_epoch and hasattr(transform, "set_random_state"):
-            worker = torch.utils.data.get_worker_info()
-            transform.set_random_state(seed=epoch_seed(self.seed, epoch, worker.id if worker is not None else 0))
-            self._seeded_epoch = epoch
-        item = dict(self.base[index])
-        item["image"] = item["image"].clamp_(0.0, 1.0)
-        return item

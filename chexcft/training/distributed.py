@@ -12,13 +12,11 @@ from chexcft.distributed import DistInfo
 
 
 class EpochSampler(DistributedSampler):
-    """DistributedSampler whose order depends only on (seed, epoch); yields (epoch, index) pairs.
+    """DistributedSampler whose order depends only on (seed, epoch), so a resumed epoch sees the same batches.
 
-    Tagging each index with its epoch lets the dataset (also inside persistent loader workers)
-    reseed its augmentation from (seed, epoch, worker), so a resumed run sees exactly the images
-    and augmentations of an uninterrupted one. Each rank's share is cut to whole batches (like
-    drop_last) so that batch norm never sees a batch of one. `repeats` (one count per item, from
-    chexcft.training.oversample) lets an item appear several times per epoch; the order stays seeded.
+    Each rank's share is cut to whole batches (like drop_last) so that batch norm never sees a batch of one.
+    `repeats` (one count per item, from chexcft.training.oversample) lets an item appear several times per
+    epoch; the order stays seeded.
     """
 
     def __init__(self, n_items: int, info: DistInfo, seed: int, batch_size: int, repeats: np.ndarray | None = None) -> None:
@@ -32,9 +30,8 @@ class EpochSampler(DistributedSampler):
             indices = indices[: len(indices) - len(indices) % self.batch_size]
         return indices
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        epoch = self.epoch
-        return iter([(epoch, index) for index in self._share()])
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._share())
 
     def __len__(self) -> int:
         share = self.num_samples

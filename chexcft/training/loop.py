@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +30,10 @@ from chexcft.training.progress import EpochProgress, log
 from chexcft.training.selftrain import SELFTRAIN_DIR, self_train_relabel
 from chexcft.training.validation import auc_per_observation, is_better, predict_probabilities, selection_score
 SCHEDULE = COSINE
+AUGMENTATION = (
+    "chexcft.augmentation.Augmentation on the training device (kornia: random affine, gamma contrast, Gaussian noise), "
+    "seeded per micro-batch from (seed, epoch, step, rank)"
+)
 
 
 @dataclass
@@ -192,20 +197,25 @@ def _config_record(config: TrainConfig, prepared: Prepared, model: Any, info: Di
         "n_valid_unreadable": prepared.valid.dropped,
         "cache_dir": str(config.resolved_cache_dir),
         **described,
-        "augmentation": "chexcft.augment.training_transform (random affine, gamma contrast, Gaussian noise), reseeded "
-        "from (seed, epoch, loader worker) at each epoch" if config.augment else "none",
+        "augmentation": AUGMENTATION if config.augment else "none",
+        "accumulate": int(config.accumulate),
+        "effective_batch_size": int(config.batch_size) * int(config.accumulate) * info.world_size,
         "selection": "best epoch by mean validation AUC over the competition tasks present (else over all observations)",
         "selftrain": SELFTRAIN_DIR if any(p == "U-SelfTrained" for p in prepared.policies.values()) else None,
         "world_size": info.world_size,
         "device": str(settings.device),
-        "mixed_precision": bool(settings.mixed_precision and settings.is_cuda),
+        "mixed_precision": settings.amp_dtype is not None,
+        "amp_dtype": str(settings.amp_dtype).removeprefix("torch.") if settings.amp_dtype is not None else None,
+        "channels_last": settings.channels_last,
+        "compile": bool(config.compile),
         "environment": environment_info(),
     }
 
 
 def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, prepared: Prepared) -> None:
-    from chexcft.augment import eval_transform, training_transform
+    from chexcft.augmentation import Augmentation, step_seed
     from chexcft.data.dataset import CachedXrayDataset, make_loader
+    from chexcft.inputs import model_input
     from chexcft.models import HeadLayout, build_model
     from chexcft.models.build import reset_head
 
@@ -216,20 +226,21 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
     model = build_model(config.arch, layout, init=config.init, seed=config.seed)
     if config.reset_head:
         reset_head(model, config.seed)
-    model = model.to(settings.device)
+    model = settings.place_model(model)
 
-    transform = training_transform(seed=config.seed, image_size=config.image_size) if config.augment else None
-    base = CachedXrayDataset(prepared.cache, prepared.train.slots, targets.targets, targets.mask, transform=transform)
-    train_set = tdata.EpochAugmented(base, config.seed)
+    augmentation = Augmentation().to(settings.device) if config.augment else None
+    train_set = CachedXrayDataset(prepared.cache, prepared.train.slots, targets.targets, targets.mask)
     repeats = oversample_repeats(targets.targets, targets.mask, prepared.observations, config.oversample) if config.oversample else None
     sampler = EpochSampler(len(train_set), info, config.seed, config.batch_size, repeats)
     loader = make_loader(train_set, config.batch_size, False, settings, config.workers, sampler=sampler, seed=config.seed)
-    class_targets = torch.from_numpy(targets.class_targets) if targets.multiclass else None
-    steps_per_epoch = len(loader)
+    class_targets = settings.to(torch.from_numpy(targets.class_targets)) if targets.multiclass else None
+    steps_per_epoch = len(loader)  # micro-batches; the optimiser steps once per `accumulate` of them
     if steps_per_epoch == 0:
         raise ChexcftError(f"{config.train_csv}: too few readable images for one batch per process")
+    accumulate = min(int(config.accumulate), steps_per_epoch)
+    updates_per_epoch = -(-steps_per_epoch // accumulate)
 
-    objective = make_objective(config, model, steps_per_epoch, len(prepared.observations), settings.device)
+    objective = make_objective(config, model, updates_per_epoch, len(prepared.observations), settings.device)
     optimizer, scheduler = objective.optimizer, objective.scheduler
     large_loss = LargeLoss(config.blank, config.delta_rel, prepared.unobserved) if config.large_loss else None
     scaler = settings.grad_scaler()
@@ -242,7 +253,7 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
         log(f"resuming {run_dir} after epoch {state.epoch}", enabled=info.is_main)
 
     if info.is_main and not (run_dir / CONFIG_FILE).is_file():
-        record = _config_record(config, prepared, model, info, settings, steps_per_epoch, objective, large_loss, len(sampler.pool))
+        record = _config_record(config, prepared, model, info, settings, updates_per_epoch, objective, large_loss, len(sampler.pool))
         atomic_write_json(run_dir / CONFIG_FILE, record)
     rows = _previous_rows(run_dir, state.epoch)
 
@@ -250,8 +261,9 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
     if info.distributed:
         device_ids = [settings.device.index] if settings.is_cuda else None
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    train_model = settings.compile(ddp_model, config.compile)
 
-    valid_set = CachedXrayDataset(prepared.cache, prepared.valid.slots, transform=eval_transform())
+    valid_set = CachedXrayDataset(prepared.cache, prepared.valid.slots)
     valid_loader = make_loader(valid_set, config.batch_size, False, settings, 0, seed=config.seed) if info.is_main else None
     valid_labels = prepared.valid.raw[:, tdata.columns_of(prepared.observations)]
 
@@ -262,23 +274,32 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
             large_loss.start_epoch(epoch)
         ddp_model.train()
         progress = EpochProgress(steps_per_epoch, epoch + 1, config.epochs, show=info.is_main and not config.quiet)
-        loss_sum, n_steps = 0.0, 0
-        for batch in loader:
-            images = settings.to(batch["image"])
-            class_batch = settings.to(class_targets[batch["index"]]) if class_targets is not None else None
-            with settings.autocast():
-                raw_out = ddp_model(images)
-            entry_loss = large_loss.entry_loss(batch["index"], step) if large_loss is not None else None
-            loss = objective.loss(raw_out, layout, settings.to(batch["target"]), settings.to(batch["mask"]), class_batch, entry_loss)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            value = float(loss.detach())
+        loss_sum, n_steps = torch.zeros((), dtype=torch.float64, device=settings.device), 0
+        optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(settings.prefetch(loader)):
+            seed = step_seed(config.seed, epoch, step, info.rank)
+            images = model_input(batch["image"], settings, augmentation, seed)
+            class_batch = class_targets[batch["index"]] if class_targets is not None else None
+            group_start = step - step % accumulate
+            group_size = min(accumulate, steps_per_epoch - group_start)
+            update = step + 1 == group_start + group_size
+            with _gradient_sync(ddp_model, update):
+                with settings.autocast():
+                    raw_out = train_model(images)
+                entry_loss = large_loss.entry_loss(batch["index"], step) if large_loss is not None else None
+                loss = objective.loss(raw_out, layout, settings.to(batch["target"]), settings.to(batch["mask"]),
+                                      class_batch, entry_loss)
+                scaler.scale(loss / group_size if group_size > 1 else loss).backward()
+            if update:
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            value = loss.detach()  # stays on the device: no host sync per step unless the bar shows it
             loss_sum += value
             n_steps += 1
             progress.step(value, len(images) * info.world_size)
+        train_loss = float(loss_sum) / max(n_steps, 1)  # waits for the device: the rate below is then honest
         progress.close()
         rate = progress.rate
         if large_loss is not None:
@@ -297,7 +318,7 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
                 state.best_score, state.best_epoch = score, epoch + 1
             row = {
                 "epoch": epoch + 1,
-                "train_loss": loss_sum / max(n_steps, 1),
+                "train_loss": train_loss,
                 "lr": scheduler.get_last_lr()[0],
                 "images_per_s": rate,
                 "mean_auc": task_mean,
@@ -319,6 +340,13 @@ def _train_run(config: TrainConfig, info: DistInfo, settings: DeviceSettings, pr
         else:
             state.epoch = epoch + 1
         barrier(info)
+
+
+def _gradient_sync(model: torch.nn.Module, update: bool) -> contextlib.AbstractContextManager[Any]:
+    """DDP all-reduces gradients only on the micro-batch that ends an accumulation group."""
+    if update or not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def _previous_rows(run_dir: Path, epochs_done: int) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -33,11 +34,11 @@ class EpochProgress:
             self._task = self._progress.add_task("train", total=total_steps, loss=float("nan"), rate=0.0)
             self._progress.start()
 
-    def step(self, loss: float, images: int) -> None:
-        """Record one optimiser step of `images` images (all processes together)."""
+    def step(self, loss: float | torch.Tensor, images: int) -> None:
+        """Record one step of `images` images (all processes together); a tensor loss is read only when shown."""
         self.images += images
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, loss=loss, rate=self.rate)
+            self._progress.update(self._task, advance=1, loss=float(loss), rate=self.rate)
 
     @property
     def rate(self) -> float:

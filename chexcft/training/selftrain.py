@@ -63,11 +63,10 @@ def self_train_relabel(
 
 def _predict_train(stage_dir: Any, settings: DeviceSettings, cache: Any, train: tdata.SplitData, batch_size: int) -> np.ndarray:
     """Stage-1 best model's probabilities on every training image (no augmentation)."""
-    from chexcft.augment import eval_transform
     from chexcft.data.dataset import CachedXrayDataset, make_loader
     from chexcft.runs import load_run
 
-    model = load_run(stage_dir, which="best", use_cft=False).model.to(settings.device)
-    dataset = CachedXrayDataset(cache, train.slots, transform=eval_transform())
+    model = settings.place_model(load_run(stage_dir, which="best", use_cft=False).model)
+    dataset = CachedXrayDataset(cache, train.slots)
     loader = make_loader(dataset, batch_size, False, settings, 0)
     return predict_probabilities(model, loader, settings, len(dataset))

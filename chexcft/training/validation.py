@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from chexcft.inputs import model_input
 from chexcft.device import DeviceSettings, inference_mode
 from chexcft.schema import COMPETITION_TASKS
 
@@ -19,7 +20,7 @@ def predict_probabilities(model: torch.nn.Module, loader: object, settings: Devi
     out: np.ndarray | None = None
     with inference_mode(settings):
         for batch in loader:
-            logits = model.predict_logits(settings.to(batch["image"])).float()
+            logits = model.predict_logits(model_input(batch["image"], settings)).float()
             probs = torch.sigmoid(logits).cpu().numpy()
             if out is None:
                 out = np.full((n_items, probs.shape[1]), np.nan, dtype=np.float32)

@@ -159,13 +159,14 @@ class MemberPredictions:
 
 
 def member_outputs(run: Any, images: torch.Tensor) -> dict[str, np.ndarray]:
-    """One run's (N, C) probabilities of each kind for images (N, 1, S, S) in [0, 1] (one backbone pass for all)."""
+    """One run's (N, C) probabilities of each kind for images (N, 1, S, S), uint8 or float in [0, 1] (one backbone pass)."""
     from chexcft.device import inference_mode, resolve_device
+    from chexcft.inputs import model_input
 
     settings = run.settings or resolve_device("cpu")
     model = run.model.eval()
     with inference_mode(settings):
-        features = model.features(settings.to(images))
+        features = model.features(model_input(images, settings))
         logits = model.binary_logits_from_features(features, use_override=True).float().cpu().numpy()
         raw_logits = model.binary_logits_from_features(features, use_override=False).float().cpu().numpy()
     calibrated = (run.calibration.apply(logits, run.observations) if run.calibration is not None
@@ -214,7 +215,7 @@ def predict_table_members(
             for row, reason in zip(rows[~ok], np.asarray(batch["reason"])[~ok]):
                 failures[int(row)] = str(reason)
             if ok.any():
-                images = batch["image"][torch.from_numpy(ok)].float().div_(255.0)
+                images = batch["image"][torch.from_numpy(ok)]
                 for member in members:
                     for kind, values in member_outputs(models.runs[member], images).items():
                         out[kind][member, rows[ok]] = values[:, columns[member]]
@@ -235,7 +236,7 @@ def predict_pixels_members(models: ModelSet, pixels: np.ndarray, name: str = "up
     out = {kind: np.full((m, 1, c), np.nan) for kind in _OUTPUTS}
     columns = _columns(models)
     for size, members in _size_groups(models).items():
-        images = torch.from_numpy(letterbox(pixels, size)).float().div_(255.0)[None, None]
+        images = torch.from_numpy(letterbox(pixels, size))[None, None]
         for member in members:
             for kind, values in member_outputs(models.runs[member], images).items():
                 out[kind][member] = values[:, columns[member]]
