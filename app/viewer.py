@@ -460,4 +460,5 @@ def main() -> None:
         export_page(opts, table, predictions)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs the script as __main__; a spawned worker re-imports it as __mp_main__
+    main()

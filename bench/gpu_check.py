@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from chexcft.data import read_table
     from chexcft.data.cache import ensure_cache
-    from chexcft.data.demo import demo_csv, demo_root
+    from chexcft.demo.data import demo_csv, demo_root
     from chexcft.device import resolve_device
     from chexcft.schema import COMPETITION_TASKS
     from chexcft.training import TrainConfig, train

@@ -332,7 +332,7 @@ def build_bundle(
             "frontal_only": frontal_only,
             "tta": tta,
             "fill_missing": fill_missing,
-            "combination": combination.to_dict() if combination is not None else None,
+            "combination": portable(combination.to_dict()) if combination is not None else None,
             "prior": prior,
             "prior_source": portable_text(prior_source) if prior_source else None,
             "dependencies": dependencies,

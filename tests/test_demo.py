@@ -15,6 +15,7 @@ from PIL import Image
 
 from chexcft.data import read_table
 from chexcft.demo import STAGES, STATE_FILE, run_demo
+from chexcft.demo.pipeline import DEFAULT_MEMBERS
 from chexcft.demo.data import demo_csv, demo_root, external_csv, external_root
 from chexcft.errors import ChexcftError
 from chexcft.runs import load_run
@@ -22,7 +23,9 @@ from chexcft.schema import COMPETITION_TASKS
 from chexcft.submission import check_submission, read_submission
 
 pytestmark = pytest.mark.slow
-MODELS = ["member-0", "member-1", "member-2", "ensemble"]
+
+MEMBERS = [f"member-{i}" for i in range(len(DEFAULT_MEMBERS))]
+MODELS = [*MEMBERS, "ensemble"]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def test_demo_prints_where_everything_is_and_the_view_command(demo_run: tuple[Pa
 def test_demo_state_records_settings_and_every_stage(demo_run: tuple[Path, str]) -> None:
     out, _ = demo_run
     state = json.loads((out / STATE_FILE).read_text())
-    assert state["settings"]["quick"] is True and state["settings"]["members"] == 3
+    assert state["settings"]["quick"] is True and state["settings"]["members"] == len(DEFAULT_MEMBERS)
     assert set(state["stages"]) == set(STAGES)
     assert all(stage["seconds"] >= 0 for stage in state["stages"].values())
 
@@ -70,8 +73,10 @@ def test_demo_state_records_settings_and_every_stage(demo_run: tuple[Path, str])
 def test_demo_members_have_cft_heads_and_calibration(demo_run: tuple[Path, str]) -> None:
     out, _ = demo_run
     manifest = json.loads((out / "ensemble" / "ensemble.json").read_text())
-    assert manifest["members"] == ["member-0", "member-1", "member-2"]
-    assert manifest["policies"] == ["U-Ones", "U-Zeros", "U-Ignore"]
+    assert manifest["members"] == MEMBERS
+    assert manifest["specs"] == list(DEFAULT_MEMBERS)
+    assert manifest["policies"] == ["U-Ones", "U-Zeros", "U-Ignore", "U-Zeros"]
+    assert manifest["blanks"] == ["negative", "negative", "negative", "LL-R"]  # the Large Loss member
     for name in manifest["members"]:
         member = out / "ensemble" / name
         run = load_run(member)
@@ -108,7 +113,7 @@ def test_demo_cross_fit_reports_gains_with_intervals(demo_run: tuple[Path, str])
     crossfit = json.loads((out / "evaluation" / "crossfit.json").read_text())
     n_pool = len(read_table(demo_csv("test"), demo_root())) + 617
     assert crossfit["settings"]["images"] == n_pool and crossfit["settings"]["k"] == 2
-    assert set(crossfit["per_member"]) == {"member-0", "member-1", "member-2"}
+    assert set(crossfit["per_member"]) == set(MEMBERS)
     for row in crossfit["ensemble"]:
         if row.get("gain") is None:
             continue
@@ -118,7 +123,7 @@ def test_demo_cross_fit_reports_gains_with_intervals(demo_run: tuple[Path, str])
             assert low <= row["gain"] + 1e-9 and row["gain"] <= high + 1e-9
         else:
             assert "gain_ci" not in row
-    for member in ("member-0", "member-1", "member-2"):
+    for member in MEMBERS:
         assert (out / "ensemble" / member / "cft" / "crossfit.csv").is_file()
 
 

@@ -203,5 +203,5 @@ def test_oversample_repeats_and_parse_errors() -> None:
     first = list(sampler)
     sampler.set_epoch(3)
     assert first == list(sampler)  # seeded: the same epoch gives the same order
-    counts = np.bincount([index for _, index in first], minlength=5)
+    counts = np.bincount(first, minlength=5)
     assert len(first) == 10 and counts.tolist() == repeats.tolist()

@@ -225,6 +225,8 @@ def run_cft(
     with atomic_directory(cft_dir) as staging:
         _write_cft_outputs(staging, run_dir, tuner, calibration, valid, test, known, n_boot, seed,
                            train_csv, valid_csv, test_csv)
+        if (cft_dir / "features").is_dir():  # the exported features are a cache keyed by content: keep them
+            os.replace(cft_dir / "features", staging / "features")
     return cft_dir
 
 
