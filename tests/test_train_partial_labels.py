@@ -17,7 +17,7 @@ from chexcft.errors import ChexcftError
 from chexcft.training import TrainConfig, train
 from chexcft.training import checkpoint as ckpt
 from chexcft.training.large_loss import LOG_DIR, STATE_KEY
-from tests.train_helpers import IMAGE_SIZE, finish, make_tiny_data, run_cli, start_cli
+from tests.train_helpers import finish, make_tiny_data, run_cli, start_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +27,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _config(tiny, out: Path, **changes) -> TrainConfig:
-    base = TrainConfig(
-        train_csv=str(tiny.train_csv), valid_csv=str(tiny.valid_csv), root=str(tiny.root), out=str(out),
-        cache_dir=str(tiny.cache_dir), arch="tiny", image_size=IMAGE_SIZE, epochs=3, batch_size=8,
-        device="cpu", quiet=True,
-    )  # fmt: skip
-    return base.replace(**changes)
+    return tiny_config(tiny, out, **{"epochs": 3, **changes})
 
 
 def _killed_then_resumed(tiny, tmp_path: Path, extra: list[str], kill_after_steps: int) -> tuple[Path, Path]:
