@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chexcft.cft.problem import CategoryProblem, FitResult, project
+from chexcft.cft.problem import CategoryProblem, EarlyStopping, FitResult, project
 
 LOSSES: tuple[str, ...] = ("bce", "asl")
 
@@ -86,9 +86,9 @@ def fit_bp(
     optimizer = torch.optim.Adam([w, b], lr=lr)
     y = problem.y_train
     z = problem.z_train
-    best_valid = before = problem.valid_metric(w0, float(bias))
+    before = problem.valid_metric(w0, float(bias))
     best_w, best_b = np.asarray(weight, dtype=np.float32).copy(), float(bias)
-    since_best, steps = 0, 0
+    stop, steps = EarlyStopping(before, patience, deadline), 0
     for steps in range(1, max_steps + 1):
         optimizer.zero_grad(set_to_none=True)
         if loss == "bce":
@@ -98,17 +98,12 @@ def fit_bp(
         optimizer.step()
         with torch.no_grad():
             current = problem.valid_metric(w, b)
-        if current > best_valid:
-            best_valid, since_best = current, 0
+        if stop.update(current):
             best_w, best_b = w.detach().cpu().numpy().copy(), float(b.detach()[0])
             problem.report_progress(best_w, best_b, time_offset)
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-        if time.perf_counter() >= deadline:
+        if stop.stop:
             break
-    return FitResult(best_w, best_b, before, best_valid, steps, best_valid > before, time.perf_counter() - tic,
+    return FitResult(best_w, best_b, before, stop.best, steps, stop.best > before, time.perf_counter() - tic,
                      {"solver": "adam", "time_budget_hit": time.perf_counter() >= deadline})
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from chexcft.cft.metrics import metric_rows
-from chexcft.cft.problem import CategoryProblem, FitResult, project
+from chexcft.cft.problem import CategoryProblem, EarlyStopping, FitResult, project
 
 GA_LIKE: tuple[str, ...] = ("TwoPointsDE", "RecES", "RecMixES", "RecMutDE", "DE", "CMA", "OnePlusOne")
 # The estimator's own GA names; any other name is a Nevergrad optimiser run on all coordinates.
@@ -80,9 +80,9 @@ def fit_ga(
     opt.suggest(x0)  # the trained row itself is the first candidate
 
     best_train = -np.inf
-    best_valid = before = problem.valid_metric(w0, float(bias))
+    before = problem.valid_metric(w0, float(bias))
     kept_w, kept_b = w0.copy(), float(bias)
-    since_best, steps = 0, 0
+    stop, steps = EarlyStopping(before, patience, deadline), 0
     for steps in range(1, max_steps + 1):
         candidates = [opt.ask() for _ in range(population)]
         x = problem.tensor(np.stack([c.value for c in candidates]))
@@ -90,23 +90,16 @@ def fit_ga(
         for candidate, value in zip(candidates, fitness):
             opt.tell(candidate, -float(value))
         j = int(np.argmax(fitness))
-        improved = False
+        current = -np.inf  # the stop split is looked at only when the training fitness improves
         if fitness[j] > best_train:
             best_train = float(fitness[j])
             current = problem.valid_metric(x[j, :d], float(x[j, d]))
-            if current > best_valid:
-                best_valid, improved = current, True
-                kept_w, kept_b = x[j, :d].cpu().numpy().copy(), float(x[j, d])
-                problem.report_progress(kept_w, kept_b, time_offset)
-        if improved:
-            since_best = 0
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-        if time.perf_counter() >= deadline:
+        if stop.update(current):
+            kept_w, kept_b = x[j, :d].cpu().numpy().copy(), float(x[j, d])
+            problem.report_progress(kept_w, kept_b, time_offset)
+        if stop.stop:
             break
-    return FitResult(kept_w, kept_b, before, best_valid, steps, best_valid > before, time.perf_counter() - tic,
+    return FitResult(kept_w, kept_b, before, stop.best, steps, stop.best > before, time.perf_counter() - tic,
                      {"ga": optimizer, "dims": d + 1, "time_budget_hit": time.perf_counter() >= deadline})
 
 
@@ -168,25 +161,20 @@ def fit_authors_ga(
     x0 = problem.tensor(np.append(w0, np.float32(bias)))
     pop = x0[None, :].repeat(population, 1)
     fitness = problem.train_metric(pop[:1, :d], pop[:1, d]).repeat(population)  # identical copies: scored once
-    best_valid = before = problem.valid_metric(w0, float(bias))
+    before = problem.valid_metric(w0, float(bias))
     kept_w, kept_b = w0.copy(), float(bias)
-    since_best, steps = 0, 0
+    stop, steps = EarlyStopping(before, patience, deadline), 0
     for steps in range(1, max_steps + 1):
         pop = authors_offspring(pop, fitness, rng).population
         fitness = problem.train_metric(pop[:, :d], pop[:, d])
         j = int(np.argmax(fitness))
         current = problem.valid_metric(pop[j, :d], float(pop[j, d]))
-        if current > best_valid:
-            best_valid, since_best = current, 0
+        if stop.update(current):
             kept_w, kept_b = pop[j, :d].cpu().numpy().copy(), float(pop[j, d])
             problem.report_progress(kept_w, kept_b, time_offset)
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-        if time.perf_counter() >= deadline:
+        if stop.stop:
             break
-    return FitResult(kept_w, kept_b, before, best_valid, steps, best_valid > before, time.perf_counter() - tic,
+    return FitResult(kept_w, kept_b, before, stop.best, steps, stop.best > before, time.perf_counter() - tic,
                      {"ga": AUTHORS, "dims": d + 1, "time_budget_hit": time.perf_counter() >= deadline})
 
 
@@ -299,8 +287,8 @@ def fit_subspace_ga(
     parametrization = ng.p.Array(init=np.zeros(k)).set_mutation(sigma=sigma)
     parametrization.random_state = np.random.RandomState(seed)
     opt = optimizer_class(optimizer)(parametrization=parametrization, budget=max_steps * population, num_workers=population)
-    best_stop, best_a = before, np.zeros(k)
-    since_best, steps = 0, 0
+    best_a = np.zeros(k)
+    stop, steps = EarlyStopping(before, patience, deadline), 0
     for steps in range(1, max_steps + 1):
         candidates = [opt.ask() for _ in range(population)]
         a = problem.tensor(np.stack([c.value for c in candidates]))  # (P, k)
@@ -313,17 +301,14 @@ def fit_subspace_ga(
         with torch.no_grad():
             stop_scores = (stop_start + stop_proj @ a[j])[None, :]
         current = float(metric_rows(problem.metric, stop_scores, problem.n_neg_valid)[0])
-        if current > best_stop:
-            best_stop, best_a, since_best = current, a[j].cpu().numpy().copy(), 0
+        if stop.update(current):
+            best_a = a[j].cpu().numpy().copy()
             if problem.progress is not None:
                 w = (w_start + basis @ a[j]).cpu().numpy()
                 problem.report_progress(w, float(bias), time_offset)
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-        if time.perf_counter() >= deadline:
+        if stop.stop:
             break
+    best_stop = stop.best
     improved = best_stop > before
     info = {"ga": f"{SUBSPACE}/{optimizer}", "dims": k, "time_budget_hit": time.perf_counter() >= deadline}
     if not improved:

@@ -98,3 +98,23 @@ class FitResult:
     improved: bool
     seconds: float
     info: dict = field(default_factory=dict)  # optimiser-specific facts for the report (e.g. the chosen lambda)
+
+
+class EarlyStopping:
+    """Patience and time budget of one optimiser loop; `update(value)` says whether `value` beats the best so far."""
+
+    def __init__(self, best: float, patience: int, deadline: float) -> None:
+        self.best, self.patience, self.deadline, self.since_best = best, patience, deadline, 0
+
+    def update(self, value: float) -> bool:
+        """Record one step's stop-split metric; True when it improves on the best."""
+        if value > self.best:
+            self.best, self.since_best = value, 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        """Patience used up, or the deadline passed."""
+        return self.since_best >= self.patience or time.perf_counter() >= self.deadline
