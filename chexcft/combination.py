@@ -35,7 +35,7 @@ import numpy as np
 
 from chexcft.calibration import PlattCalibration
 from chexcft.errors import ChexcftError, InvalidRunError
-from chexcft.fileio import atomic_write_json, file_sha256, read_json
+from chexcft.fileio import atomic_write_json, file_sha256, read_json_object
 
 ENSEMBLE_FILE = "ensemble.json"
 CONFIG_FILE = "config.json"
@@ -218,15 +218,8 @@ def is_ensemble(directory: PathLike) -> bool:
 def read_manifest(directory: PathLike) -> dict[str, Any]:
     """DIR/ensemble.json as a dict (InvalidRunError naming it when missing or unreadable)."""
     manifest = Path(directory).expanduser().resolve() / ENSEMBLE_FILE
-    if not manifest.is_file():
-        raise InvalidRunError(f"{manifest.parent}: no {ENSEMBLE_FILE} (not an ensemble, or its training has not finished)")
-    try:
-        data = read_json(manifest)
-    except (OSError, ValueError) as exc:
-        raise InvalidRunError(f"{manifest}: unreadable ensemble manifest ({exc})") from None
-    if not isinstance(data, dict):
-        raise InvalidRunError(f"{manifest}: expected a JSON object")
-    return data
+    missing = f"{manifest.parent}: no {ENSEMBLE_FILE} (not an ensemble, or its training has not finished)"
+    return read_json_object(manifest, missing, "ensemble manifest")
 
 
 def load_ensemble(directory: PathLike) -> list[Path]:

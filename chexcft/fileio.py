@@ -97,6 +97,22 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.load(fh)
 
 
+def read_json_object(path: str | os.PathLike[str], missing: str, what: str = "") -> dict[str, Any]:
+    """A JSON object file; InvalidRunError with `missing` when absent, naming the file when unreadable or not an object."""
+    from chexcft.errors import InvalidRunError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidRunError(missing)
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise InvalidRunError(f"{path}: unreadable{' ' + what if what else ''} ({exc})") from None
+    if not isinstance(data, dict):
+        raise InvalidRunError(f"{path}: expected a JSON object")
+    return data
+
+
 def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
     """Return the hex SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

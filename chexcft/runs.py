@@ -20,7 +20,7 @@ import torch
 
 from chexcft.device import DeviceSettings, inference_mode, resolve_device
 from chexcft.errors import InvalidRunError, InvalidWeightsError
-from chexcft.fileio import atomic_path, atomic_write_json, file_sha256, read_json
+from chexcft.fileio import atomic_path, atomic_write_json, file_sha256, read_json, read_json_object
 from chexcft.inputs import model_input
 from chexcft.models import ChexModel, HeadLayout, build_model
 from chexcft.models.weights import METADATA_KEY, model_spec_from_metadata, read_safetensors
@@ -97,15 +97,7 @@ def write_config(run_dir: PathLike, config: Mapping[str, Any], *, train_csv: Pat
 def read_config(run_dir: PathLike) -> dict[str, Any]:
     """RUN_DIR/config.json as a dict; InvalidRunError when missing or not JSON."""
     path = run_paths(run_dir).config
-    if not path.is_file():
-        raise InvalidRunError(f"{path}: missing; {Path(run_dir)} is not a complete run directory")
-    try:
-        config = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise InvalidRunError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(config, dict):
-        raise InvalidRunError(f"{path}: expected a JSON object")
-    return config
+    return read_json_object(path, f"{path}: missing; {Path(run_dir)} is not a complete run directory")
 
 
 def _unwrap(model: Any) -> ChexModel:
