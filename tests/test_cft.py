@@ -134,12 +134,10 @@ def test_authors_preset_reproduces_their_settings() -> None:
     assert CategoryWiseFineTuner.preset("authors", max_steps=7).max_steps == 7
 
 
-def test_penalised_bp_moves_less_with_fewer_known_labels() -> None:
-    """Regularised BP toward the trained row at a fixed penalty: the row's move grows with the number of known labels.
-
-    (With the penalty chosen on the holdout from the default grid this is not yet monotone: see the CFT notes.)"""
-    rng = np.random.default_rng(0)
-    n, d = 8000, 16
+def _bp_moves(seed: int, sizes: tuple[int, ...], **options) -> list[float]:
+    """How far penalised BP moves a misled trained row, fitted on the first n known labels of one fixed problem."""
+    rng = np.random.default_rng(seed)
+    n, d = max(sizes), 16
     y = (rng.random(n) < 0.4).astype(np.float32)
     z = rng.standard_normal((n, d)).astype(np.float32)
     z[:, 0] += 1.5 * y
@@ -152,10 +150,40 @@ def test_penalised_bp_moves_less_with_fewer_known_labels() -> None:
     zv[:, 0] += 1.5 * yv
     zv[:, 1] += 1.0 * yv
     moves = []
-    for size in (100, 800, 8000):
-        ft = CategoryWiseFineTuner(method="bp", selection_alpha=None, bp_lambdas=(100.0,)).fit(w0, b0, z[:size], y[:size, None], zv, yv[:, None])
+    for size in sizes:
+        ft = CategoryWiseFineTuner(method="bp", selection_alpha=None, **options).fit(
+            w0, b0, z[:size], y[:size, None], zv, yv[:, None])
         moves.append(float(np.linalg.norm(ft.weight_[0] - w0[0])))
+    return moves
+
+
+def test_penalised_bp_moves_less_with_fewer_known_labels_at_a_fixed_penalty() -> None:
+    """At a fixed penalty toward the trained row, the row's move grows with the number of known labels."""
+    moves = _bp_moves(0, (100, 800, 8000), bp_lambdas=(100.0,))
     assert moves[0] < moves[1] < moves[2], moves
+
+
+def test_penalised_bp_moves_less_with_fewer_known_labels_with_the_penalty_chosen_on_the_holdout() -> None:
+    """With the default grid and the penalty chosen on the training holdout (one-standard-error rule), the median
+    move over five draws of the problem grows with the number of known labels. A single draw need not be monotone:
+    a 20-row holdout can by chance favour a weak penalty (seed 0 does), which is why the median is tested."""
+    moves = np.median([_bp_moves(seed, (100, 800, 8000)) for seed in range(5)], axis=0)
+    assert moves[0] < moves[1] < moves[2], moves
+    assert moves[0] < 0.5 * moves[2], moves
+
+
+@pytest.mark.parametrize("n", [30, 300])
+def test_auc_standard_error_matches_the_spread_of_simulated_aucs(n: int) -> None:
+    """The penalty rule's standard error (Hanley-McNeil) against the spread of AUCs over 4000 simulated samples."""
+    from chexcft.cft.bp import auc_standard_error
+    from chexcft.cft.metrics import auc_split
+
+    rng = np.random.default_rng(n)
+    neg = rng.exponential(1.0, size=(4000, n))
+    pos = rng.exponential(1.0 / 0.25, size=(4000, n))  # exponential scores: true AUC 0.8, Hanley-McNeil's own model
+    aucs = auc_split(neg, pos)
+    assert aucs.mean() == pytest.approx(0.8, abs=0.01)
+    assert auc_standard_error(0.8, n, n) == pytest.approx(aucs.std(), rel=0.08)
 
 
 def test_authors_early_stopping_on_validation_compares_there(problem) -> None:

@@ -2,9 +2,10 @@
 
 Two solvers:
 - `fit_bp_penalised` (default): penalised logistic regression toward the trained row,
-  sum_i BCE(z_i.w + b, y_i) + rho * ||w - w0||^2, solved for a small grid of penalties at once (one pass over the
-  rows serves every penalty) by damped Newton steps with a curvature matrix estimated once per category, to a
-  tolerance; the penalty is chosen on the early-stopping split. rho = lambda * hbar, where hbar is the mean
+  sum_i BCE(z_i.w + b, y_i) + rho * ||w - w0||^2, solved along a warm-started path from the strongest penalty
+  to the weakest by damped Newton steps with a curvature matrix estimated once per category, to a tolerance; the
+  path stops when the early-stopping split's metric falls, and the strongest penalty within one standard error of
+  the best is kept. rho = lambda * hbar, where hbar is the mean
   curvature one image contributes per coordinate, so lambda is the prior's weight counted in images: with few
   known images the prior dominates and the row moves a little, with many it moves more.
 - `fit_bp` (the authors'): full-batch Adam on BCE or the summed asymmetric loss, the early-stopping metric after
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chexcft.cft.problem import CategoryProblem, EarlyStopping, FitResult, project
+from chexcft.cft.problem import CategoryProblem, EarlyStopping, FitResult
 
 LOSSES: tuple[str, ...] = ("bce", "asl")
 
@@ -107,8 +108,8 @@ def fit_bp(
                      {"solver": "adam", "time_budget_hit": time.perf_counter() >= deadline})
 
 
-# Penalty grid in images' worth of curvature (see the module docstring), strongest last.
-DEFAULT_LAMBDAS: tuple[float, ...] = (1.0, 10.0, 100.0, 1_000.0, 10_000.0)
+# Penalty grid in images' worth of curvature (see the module docstring), half-decades; the path runs strongest first.
+DEFAULT_LAMBDAS: tuple[float, ...] = (30_000.0, 10_000.0, 3_000.0, 1_000.0, 300.0, 100.0, 30.0, 10.0, 3.0, 1.0)
 
 
 def curvature(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: float, *, max_rows: int = 4096,
@@ -131,26 +132,59 @@ def curvature(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: float, *, ma
     return H, max(hbar, 1e-12)
 
 
-def _loss_and_gradient(z: torch.Tensor, y: torch.Tensor, W: torch.Tensor, B: torch.Tensor, w0: torch.Tensor,
-                       rho: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penalised summed BCE of L heads (W (d, L), B (L,)) and its gradient ((d+1, L): weights then bias), one pass."""
-    d, L = W.shape
-    loss = torch.zeros(L, dtype=torch.float64, device=W.device)
-    grad = torch.zeros(d + 1, L, dtype=W.dtype, device=W.device)
+def _loss_and_gradient(z: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, w0: torch.Tensor, rho: float,
+                       chunk: int = 2048) -> tuple[float, torch.Tensor]:
+    """Penalised summed BCE of one head theta = [w, b] (d+1,) and its gradient, in one pass over z.
+
+    Each row block's logits and its contribution block.T @ residual are computed while the block is in cache.
+    """
+    d = w0.shape[0]
+    w, b = theta[:d], theta[d:]
+    loss = 0.0
+    grad = torch.zeros_like(theta)
     with torch.no_grad():
         for start in range(0, z.shape[0], chunk):
             block = z[start : start + chunk]
-            target = y[start : start + chunk, None]
-            logits = project(block, W) + B[None, :]
-            loss += (F.softplus(logits) - target * logits).sum(dim=0, dtype=torch.float64)
+            target = y[start : start + chunk]
+            logits = torch.addmv(b, block, w)
+            loss += float((F.softplus(logits) - target * logits).sum(dtype=torch.float64))
             residual = torch.sigmoid(logits) - target
-            for j in range(L):  # GEMVs: see chexcft.cft.problem.project
-                grad[:d, j].addmv_(block.T, residual[:, j].contiguous())
-            grad[d] += residual.sum(dim=0)
-        diff = W - w0[:, None]
-        loss += (rho * (diff * diff).sum(dim=0)).double()
+            grad[:d].addmv_(block.T, residual)
+            grad[d] += residual.sum()
+        diff = w - w0
+        loss += rho * float((diff.double() ** 2).sum())
         grad[:d] += 2 * rho * diff
     return loss, grad
+
+
+def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """Hanley and McNeil's (1982) standard error of an ROC-AUC estimated on n_pos positives and n_neg negatives."""
+    if n_pos < 1 or n_neg < 1 or not np.isfinite(auc):
+        return 0.0
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (n_pos * n_neg)
+    return float(np.sqrt(max(variance, 0.0)))
+
+
+def _newton_solve(z: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, w0: torch.Tensor, rho: float,
+                  factor: torch.Tensor, *, max_steps: int, tol: float, deadline: float) -> tuple[torch.Tensor, int]:
+    """Damped Newton with a fixed curvature factor and Armijo backtracking, until the Newton decrement < tol per row."""
+    n = z.shape[0]
+    loss, grad = _loss_and_gradient(z, y, theta, w0, rho)
+    step, passes = 1.0, 1
+    for _ in range(max_steps):
+        delta = torch.cholesky_solve(-grad.double()[:, None], factor)[:, 0].to(theta.dtype)
+        slope = float((grad.double() * delta.double()).sum())  # = -g' H^-1 g <= 0: the predicted decrease is -slope/2
+        if -slope / 2 <= tol * n or step < 1e-4 or time.perf_counter() >= deadline:
+            break
+        trial = theta + step * delta
+        trial_loss, trial_grad = _loss_and_gradient(z, y, trial, w0, rho)
+        passes += 1
+        if trial_loss <= loss + 1e-4 * step * slope:
+            theta, loss, grad, step = trial, trial_loss, trial_grad, min(1.0, 2.0 * step)
+        else:
+            step *= 0.5
+    return theta, passes
 
 
 def fit_bp_penalised(
@@ -166,66 +200,50 @@ def fit_bp_penalised(
     time_offset: float = 0.0,
     deadline: float = float("inf"),
 ) -> FitResult:
-    """Penalised logistic fine-tuning toward the trained row for every lambda at once; lambda chosen on the stop split.
+    """Penalised logistic fine-tuning toward the trained row along a warm-started path of penalties.
 
-    Damped Newton with the curvature at the trained row (Armijo backtracking per penalty); a penalty's solve stops
-    when its Newton decrement is below tol per row (the loss is then within about tol x n of its minimum).
+    From the strongest penalty to the weakest, each solve starting from the previous solution (damped Newton with
+    the curvature at the trained row); the path stops at the first penalty whose stop-split metric is below the best
+    so far. The penalty kept is the strongest whose AUC is within one standard error (Hanley-McNeil) of the best:
+    with few known labels the stop split cannot tell the penalties apart and the row moves little.
     """
     tic = time.perf_counter()
     z, y = problem.z_train, problem.y_train
-    n, d = z.shape
+    d = z.shape[1]
     w0 = problem.tensor(weight)
     H, hbar = curvature(z, y, w0, float(bias), max_rows=curvature_rows, seed=seed)
-    lam = torch.tensor([float(v) for v in lambdas], dtype=torch.float64)
-    rho64 = (lam * hbar).to(H.device)
-    rho = rho64.to(torch.float32)
-    L = len(lambdas)
     jitter = 1e-6 * float(torch.diagonal(H).mean()) + 1e-12
-    factors = []
-    for j in range(L):
-        system = H.clone()
-        system.diagonal()[:d] += 2 * rho64[j]
-        system.diagonal().add_(jitter)
-        factors.append(torch.linalg.cholesky(system))
-
-    def newton(g: torch.Tensor, j: int) -> torch.Tensor:
-        return torch.cholesky_solve(-g.double()[:, None], factors[j])[:, 0].to(torch.float32)
-
-    theta = torch.cat([w0, torch.tensor([float(bias)], device=z.device)])[:, None].repeat(1, L)
-    loss, grad = _loss_and_gradient(z, y, theta[:d], theta[d], w0, rho)
-    delta = torch.stack([newton(grad[:, j], j) for j in range(L)], dim=1)
-    step = torch.ones(L, dtype=torch.float32, device=z.device)
-    active = torch.ones(L, dtype=torch.bool)
-    iterations = 0
-    for iterations in range(1, max_steps + 1):
-        slope = (grad * delta).sum(dim=0).double().cpu()  # = -g' H^-1 g <= 0: the predicted decrease is -slope / 2
-        active &= (-slope / 2 > tol * n) & (step.cpu() > 1e-4)
-        if not bool(active.any()) or time.perf_counter() >= deadline:
-            break
-        cols = torch.nonzero(active).flatten().to(z.device)
-        trial = theta[:, cols] + step[cols] * delta[:, cols]
-        trial_loss, trial_grad = _loss_and_gradient(z, y, trial[:d], trial[d], w0, rho[cols])
-        for k, j in enumerate(cols.tolist()):
-            if float(trial_loss[k]) <= float(loss[j]) + 1e-4 * float(step[j]) * float(slope[j]):
-                theta[:, j], loss[j], grad[:, j] = trial[:, k], trial_loss[k], trial_grad[:, k]
-                delta[:, j] = newton(grad[:, j], j)
-                step[j] = min(1.0, 2.0 * float(step[j]))
-            else:
-                step[j] = 0.5 * float(step[j])
-    scores = problem.valid_metrics(theta[:d].T, theta[d])
     before = problem.valid_metric(w0, float(bias))
-    # the best penalty on the stop split; ties go to the stronger penalty (the smaller move)
-    j = max(range(L), key=lambda i: (scores[i], lambdas[i]))
-    best_w = theta[:d, j].detach().cpu().numpy().copy()
-    best_b = float(theta[d, j])
-    improved = bool(scores[j] > before)
+    theta = torch.cat([w0, torch.tensor([float(bias)], device=z.device)])
+    path: list[tuple[float, torch.Tensor, float]] = []
+    passes = 0
+    for lam in sorted({float(v) for v in lambdas}, reverse=True):
+        if time.perf_counter() >= deadline:
+            break
+        rho = lam * hbar
+        system = H.clone()
+        system.diagonal()[:d] += 2 * rho
+        system.diagonal().add_(jitter)
+        theta, used = _newton_solve(z, y, theta, w0, rho, torch.linalg.cholesky(system), max_steps=max_steps, tol=tol,
+                                    deadline=deadline)
+        passes += used
+        score = problem.valid_metric(theta[:d], float(theta[d]))
+        best_so_far = max((s for _, _, s in path), default=-np.inf)
+        path.append((lam, theta.clone(), score))
+        if score < best_so_far:
+            break
+    scores = [s for _, _, s in path]
+    best = max(scores)
+    n_pos = problem.z_valid.shape[0] - problem.n_neg_valid
+    margin = auc_standard_error(best, n_pos, problem.n_neg_valid) if problem.metric == "auc" else 0.0
+    lam, chosen, score = next(item for item in path if item[2] >= best - margin)  # the strongest such penalty
+    best_w, best_b = chosen[:d].cpu().numpy().copy(), float(chosen[d])
+    improved = bool(score > before)
     if improved:
         problem.report_progress(best_w, best_b, time_offset)
     moved = float(np.linalg.norm(best_w - np.asarray(weight, dtype=np.float32)) / max(np.linalg.norm(weight), 1e-12))
-    info = {"solver": "newton", "lambda": float(lambdas[j]), "relative_move": moved,
-            "stop_by_lambda": {float(v): float(s) for v, s in zip(lambdas, scores)},
-            "time_budget_hit": time.perf_counter() >= deadline}
+    info = {"solver": "newton", "lambda": lam, "relative_move": moved, "passes": passes, "standard_error": margin,
+            "stop_by_lambda": {v: s for v, _, s in path}, "time_budget_hit": time.perf_counter() >= deadline}
     if not improved:
         best_w, best_b = np.asarray(weight, dtype=np.float32).copy(), float(bias)
-    return FitResult(best_w, best_b, before, float(max(scores[j], before)), iterations, improved,
-                     time.perf_counter() - tic, info)
+    return FitResult(best_w, best_b, before, float(max(score, before)), passes, improved, time.perf_counter() - tic, info)

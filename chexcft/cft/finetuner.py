@@ -88,8 +88,9 @@ class CategoryWiseFineTuner:
 
     Defaults (fast, convergence-aware; `CategoryWiseFineTuner.authors()` gives the authors' exact settings):
     - BP (`bp_solver="auto"` -> Newton for BCE): penalised logistic regression toward the trained row,
-      lambda * hbar * ||w - w0||^2 for every lambda in `bp_lambdas` (in images' worth of curvature) solved to
-      `tol`, lambda chosen on the early-stopping split; a small known set moves the row a little, a large one more.
+      lambda * hbar * ||w - w0||^2 for the penalties in `bp_lambdas` (in images' worth of curvature), solved to `tol`
+      along a warm-started path from the strongest; the strongest penalty within one standard error of the best
+      early-stopping AUC is kept, so a small known set moves the row a little, a large one more.
     - GA (`optimizer="subspace"`): `subspace_optimizer` (Nevergrad; TwoPointsDE by default, whose ask/tell costs ~2 ms a candidate against CMA's ~15 ms here) maximises the metric on the
       known training labels in a subspace around the row (BP's move, class-mean difference, Fisher direction,
       principal directions); `"authors"` is the authors' GA; any other name runs that Nevergrad optimiser on all

@@ -33,7 +33,8 @@ def cft_command(
     loss: str | None = typer.Option(None, "--loss", help="BP loss: bce or asl [default: bce]."),
     bp_solver: str | None = typer.Option(None, "--bp-solver", help="auto, newton (penalised, bce) or adam [default: auto]."),
     bp_lambda: list[float] | None = typer.Option(
-        None, "--bp-lambda", help="BP penalty grid toward the trained row, in images (repeatable) [default: 1 10 100 1000 10000]."),
+        None, "--bp-lambda", help="BP penalty grid toward the trained row, in images (repeatable); solved strongest first, the strongest within "
+        "one standard error of the best holdout AUC is kept [default: 30000 10000 3000 1000 300 100 30 10 3 1]."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="BP steps and GA generations [default: 100]."),
     patience: int | None = typer.Option(None, "--patience", min=1, help="Steps without improvement [default: 20]."),
     lr: float | None = typer.Option(None, "--lr", help="Adam learning rate [default: 1e-3]."),
