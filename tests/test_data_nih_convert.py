@@ -167,7 +167,9 @@ def test_converted_csv_works_with_root_in_prepare_keys_and_evaluate(nih, tmp_pat
     prepared = runner.invoke(app, ["prepare", "--csv", str(csv / "train.csv"), "--root", str(nih.root), "--out",
                                    str(tmp_path / "cache"), "--size", "32", "--workers", "0", "--no-progress"])
     assert prepared.exit_code == 0, prepared.output
-    assert "failed" not in prepared.output or " 0 failed" in prepared.output
+    train_rows = len(read_chexpert_csv(csv / "train.csv", root=nih.root))
+    said = " ".join(prepared.output.split())
+    assert f"{train_rows} images at 32 px" in said and f"{train_rows} read, 0 reused, 0 failed" in said
     test = read_table(csv / "test.csv", nih.root)
     # Study-level code paths: one study per NIH image; patient splits never separate one patient's images.
     assert input_studies(test) == test["study"].tolist()
@@ -176,6 +178,10 @@ def test_converted_csv_works_with_root_in_prepare_keys_and_evaluate(nih, tmp_pat
     train = read_table(csv / "train.csv", nih.root)
     parts = split_by_patient(train, {"a": 0.5, "b": 0.5}, seed=0)
     assert not set(parts["a"]["patient"]) & set(parts["b"]["patient"])
+    from chexcft.viewer.session import load_table
+
+    shown = load_table(csv / "train.csv", nih.root)  # the viewer's Study / Patient (cross-fit groups: patient_key)
+    assert shown["Study"].tolist() == train["study"].tolist() and shown["Patient"].tolist() == train["patient"].tolist()
     # Evaluate every labelled finding with the ROC figure: no radiologist points on NIH images.
     rng = np.random.default_rng(0)
     predictions = test[["Path"]].assign(**{o: rng.random(len(test)) for o in OBSERVATIONS})
