@@ -1,4 +1,4 @@
-"""An NIH ChestX-ray14 folder in the real layout (Data_Entry CSV, images_0XX/images/, split lists) from the bundled images."""
+"""An NIH ChestX-ray14 folder in the real layout (Data_Entry CSV, images_0XX/images/, split lists), bundled images."""
 
 from __future__ import annotations
 
