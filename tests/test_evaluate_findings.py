@@ -186,3 +186,30 @@ def test_cli_reproduces_the_published_chexnet_table(shared_dir: Path | None, tmp
         low, high = row["ci"][label]
         assert low < row["auc"][label] < high
     assert all(row["reliable"].values())
+
+
+@pytest.mark.parametrize(("studies", "expected"), [
+    # CheXpert studies joined by study: the benchmark exists for the competition tasks only.
+    ([f"CheXpert-v1.0/valid/patient{i:05d}/study1" for i in range(60)], {"Atelectasis", "Pleural Effusion"}),
+    # NIH images (one study each, chexcft.keys): the radiologists never read them, so no points at all.
+    ([f"images_001/images/{i:08d}_000" for i in range(60)], set()),
+])
+def test_roc_figure_draws_radiologists_only_where_the_benchmark_exists(studies: list[str], expected: set[str],
+                                                                       tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from chexcft.evaluation.plots import plot_roc, roc_figure
+    from chexcft.evaluation.report import ScoreTable
+
+    tasks = ("Atelectasis", "Lung Lesion", "Pleural Effusion", "No Finding", "Pleural Other", "Lung Opacity")
+    rng = np.random.default_rng(0)
+    labels = (rng.random((len(studies), len(tasks))) < 0.3).astype(float)
+    table = ScoreTable(studies, tasks, labels, {"m": labels + rng.normal(size=labels.shape)}, {"m": "model"})
+    figure = roc_figure(table)
+    marked = {ax.get_title() for ax in figure.axes if "radiologists" in ax.get_legend_handles_labels()[1]}
+    assert marked == expected
+    assert sum(ax.get_visible() for ax in figure.axes) == len(tasks)  # six panels wrap onto two rows of five
+    plt.close(figure)
+    row = evaluate_table(table, bootstrap=0)[0]
+    assert {t for t, below in row["radiologists_below"].items() if below is not None} == expected
+    assert plot_roc(table, tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from chexcft.errors import ChexcftError, InvalidDatasetError, shown
-from chexcft.keys import patient_key
+from chexcft.keys import patient_keys, study_keys
 from chexcft.schema import (
     CSV_HEADER,
     FRONTAL_VIEWS,
@@ -23,7 +23,6 @@ from chexcft.schema import (
 
 DERIVED_COLUMNS: tuple[str, ...] = ("abs_path", "study", "patient", "view")
 FRAME_COLUMNS: tuple[str, ...] = CSV_HEADER + DERIVED_COLUMNS
-_PATIENT_PATTERN = r"(?:^|/)patient\d+(?:/|$)"  # as in chexcft.keys (tests check they agree)
 ALL_VIEWS: tuple[str, ...] = (VIEW_FRONTAL_AP, VIEW_FRONTAL_PA, VIEW_FRONTAL_OTHER, VIEW_LATERAL, VIEW_UNKNOWN)
 
 
@@ -55,8 +54,8 @@ def add_derived_columns(frame: pd.DataFrame, abs_paths: pd.Series | list[str], s
             frame[column] = np.nan
     frame[list(OBSERVATIONS)] = frame[list(OBSERVATIONS)].astype(np.float64)
     paths = frame["Path"].astype("string").str.replace("\\", "/", regex=False).str.rstrip("/")
-    studies = paths.str.replace(r"/[^/]*$", "", regex=True)  # == chexcft.keys.study_key(Path), vectorised
-    no_folder = (~paths.str.contains("/", regex=False) | (studies == "")).fillna(True).to_numpy(bool)
+    studies = study_keys(paths)
+    no_folder = studies.isna().to_numpy(bool)
     if no_folder.any():
         row = int(np.flatnonzero(no_folder)[0])
         raise InvalidDatasetError(
@@ -67,21 +66,9 @@ def add_derived_columns(frame: pd.DataFrame, abs_paths: pd.Series | list[str], s
     frame["Path"] = paths.astype(str)
     frame["abs_path"] = np.asarray(abs_paths, dtype=object)
     frame["study"] = studies.astype(object).to_numpy()
-    frame["patient"] = _patients(studies)
+    frame["patient"] = patient_keys(paths, studies)
     frame["view"] = view_column(frame["Frontal/Lateral"], frame["AP/PA"], paths)
     return frame[list(FRAME_COLUMNS)]
-
-
-def _patients(studies: pd.Series) -> np.ndarray:
-    """chexcft.keys.patient_key for every study, vectorised over the distinct studies."""
-    codes, unique = pd.factorize(studies)
-    unique = pd.Series(unique, dtype="string")
-    has_patient = unique.str.contains(_PATIENT_PATTERN, regex=True).to_numpy(bool)
-    patients = unique.str.replace(r"^(?:.*?/)?(patient\d+)(?:/.*)?$", r"\1", regex=True)
-    patients = patients.to_numpy(dtype=object, copy=True)
-    for index in np.flatnonzero(~has_patient):
-        patients[index] = patient_key(str(unique.iloc[index]) + "/_")
-    return patients[codes]
 
 
 def empty_frame() -> pd.DataFrame:

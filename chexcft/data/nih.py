@@ -63,8 +63,8 @@ def nih_labels(findings: pd.Series, source: str = "NIH labels") -> pd.DataFrame:
     return labels
 
 
-def read_nih_csv(csv_path: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """Read an NIH label CSV; Path is a CheXpert-style key patientNNNNN/studyK/<Image Index>, abs_path the real file."""
+def read_nih_entries(csv_path: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the raw rows, Patient ID and Follow-up # as whole numbers, and their CheXpert columns but Path) of an NIH CSV."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise InvalidDatasetError(f"{csv_path}: CSV file not found")
@@ -82,16 +82,27 @@ def read_nih_csv(csv_path: str | os.PathLike[str], images_dir: str | os.PathLike
                 f"{csv_path}: line {row + 2} (data row {row + 1}), column {name!r}: "
                 f"{shown(raw[name].iloc[row])} is not a whole number"
             )
-    names = raw["Image Index"].astype(str)
+    raw = raw.assign(**{"Image Index": raw["Image Index"].astype(str), "Patient ID": patient.astype(int)})
+    if "Follow-up #" in raw:
+        raw["Follow-up #"] = follow_up.astype(int)
     frame = nih_labels(raw["Finding Labels"], str(csv_path))
-    frame.insert(0, "Path", [
-        f"patient{p:05d}/study{f + 1}/{n}" for p, f, n in zip(patient.astype(int), follow_up.astype(int), names)
-    ])
-    frame.insert(1, "Sex", raw["Patient Gender"].map(_SEX) if "Patient Gender" in raw else np.nan)
+    frame.insert(0, "Sex", raw["Patient Gender"].map(_SEX) if "Patient Gender" in raw else np.nan)
     age = raw["Patient Age"].astype(str).str.extract(r"(\d+)")[0] if "Patient Age" in raw else None
-    frame.insert(2, "Age", pd.to_numeric(age, errors="coerce") if age is not None else np.nan)
-    frame.insert(3, "Frontal/Lateral", "Frontal")
-    frame.insert(4, "AP/PA", raw["View Position"] if "View Position" in raw else np.nan)
+    frame.insert(1, "Age", pd.to_numeric(age, errors="coerce") if age is not None else np.nan)
+    frame.insert(2, "Frontal/Lateral", "Frontal")
+    frame.insert(3, "AP/PA", raw["View Position"] if "View Position" in raw else np.nan)
+    return raw, frame
+
+
+def read_nih_csv(csv_path: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Read an NIH label CSV; Path is a CheXpert-style key patientNNNNN/studyK/<Image Index>, abs_path the real file."""
+    csv_path = Path(csv_path)
+    raw, frame = read_nih_entries(csv_path)
+    names = raw["Image Index"]
+    follow_up = raw["Follow-up #"] if "Follow-up #" in raw else pd.Series(0, index=raw.index)
+    frame.insert(0, "Path", [
+        f"patient{p:05d}/study{f + 1}/{n}" for p, f, n in zip(raw["Patient ID"], follow_up, names)
+    ])
     folder = Path(images_dir) if images_dir is not None else _default_images_dir(csv_path)
     return add_derived_columns(frame, _locate(folder, names), str(csv_path))
 
@@ -101,14 +112,20 @@ def _default_images_dir(csv_path: Path) -> Path:
     return images if images.is_dir() else csv_path.parent
 
 
+def index_images(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """File name -> absolute path of every file under `folder` (sorted walk: the first of equal names wins)."""
+    found: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(os.path.abspath(folder)):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            found.setdefault(filename, os.path.join(dirpath, filename))
+    return found
+
+
 def _locate(folder: Path, names: pd.Series) -> list[str]:
     """Absolute file paths; NIH's download spreads images over images_001/images ... images_012/images."""
     folder = Path(os.path.abspath(folder))
     if len(names) == 0 or (folder / names.iloc[0]).exists() or not folder.is_dir():
         return [str(folder / n) for n in names]
-    found: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for filename in filenames:
-            found.setdefault(filename, os.path.join(dirpath, filename))
+    found = index_images(folder)
     return [found.get(n, str(folder / n)) for n in names]

@@ -23,6 +23,8 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from chexcft.evaluation.metrics import undefined_auc_reason
+from chexcft.keys import is_nih_study
+from chexcft.schema import RADIOLOGIST_POINTS, STUDY_COLUMN
 
 RULES: tuple[str, ...] = ("scorer", "interpolated")
 
@@ -64,3 +66,14 @@ def count_below(
     fpr, tpr, _ = roc_curve(y[known], scores[known])
     project = scorer_projection if rule == "scorer" else interpolated_tpr
     return sum(1 for spec, sens in points if project(fpr, tpr, 1.0 - spec) >= sens)
+
+
+def benchmark_points(task: str, key: str, studies: Sequence[str]) -> tuple[tuple[float, float], ...]:
+    """The radiologists' (specificity, sensitivity) points where that benchmark exists, else ().
+
+    It exists for the competition tasks joined by study (CheXpert's radiologists read studies), and not on NIH
+    ChestX-ray14 images (NIH study keys, chexcft.keys), whose labels the radiologists never read.
+    """
+    if key != STUDY_COLUMN or task not in RADIOLOGIST_POINTS or any(is_nih_study(s) for s in studies):
+        return ()
+    return RADIOLOGIST_POINTS[task]

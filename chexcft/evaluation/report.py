@@ -49,8 +49,8 @@ from chexcft.evaluation.metrics import (
     task_aucs,
     undefined_auc_reason,
 )
-from chexcft.evaluation.radiologists import count_below
-from chexcft.schema import COMPETITION_TASKS, RADIOLOGIST_POINTS, STUDY_COLUMN
+from chexcft.evaluation.radiologists import benchmark_points, count_below
+from chexcft.schema import COMPETITION_TASKS, STUDY_COLUMN
 
 ENSEMBLE_PREFIX = "ensemble-"
 
@@ -164,6 +164,7 @@ def evaluate_table(
                 raise ChexcftError(f"--compare: no row named {name!r}; rows are {', '.join(table.scores)}")
     boot_weights = stratified_weights(table.labels, bootstrap, seed) if bootstrap > 0 else None
     rows: list[dict[str, Any]] = []
+    points = {task: benchmark_points(task, table.key, table.studies) for task in table.tasks}
     for name, scores in table.scores.items():
         aucs = task_aucs(table.labels, scores)
         row: dict[str, Any] = {"name": name, "kind": table.kinds[name]}
@@ -201,8 +202,8 @@ def evaluate_table(
         row["delong_ci"] = {task: [_round(v) for v in delong_interval(table.labels[:, t], scores[:, t])]
                             if row["reliable"][task] else [None, None] for t, task in enumerate(table.tasks)}
         row["radiologists_below"] = {
-            task: count_below(table.labels[:, t], scores[:, t], RADIOLOGIST_POINTS[task], radiologist_rule)
-            if task in RADIOLOGIST_POINTS and table.key == STUDY_COLUMN else None for t, task in enumerate(table.tasks)
+            task: count_below(table.labels[:, t], scores[:, t], points[task], radiologist_rule)
+            if points[task] else None for t, task in enumerate(table.tasks)
         }
         row["radiologist_rule"] = radiologist_rule
         if table.match is not None:
