@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -175,8 +176,7 @@ def test_penalised_bp_moves_less_with_fewer_known_labels_with_the_penalty_chosen
 @pytest.mark.parametrize("n", [30, 300])
 def test_auc_standard_error_matches_the_spread_of_simulated_aucs(n: int) -> None:
     """The penalty rule's standard error (Hanley-McNeil) against the spread of AUCs over 4000 simulated samples."""
-    from chexcft.cft.bp import auc_standard_error
-    from chexcft.cft.metrics import auc_split
+    from chexcft.cft.metrics import auc_split, auc_standard_error
 
     rng = np.random.default_rng(n)
     neg = rng.exponential(1.0, size=(4000, n))
@@ -191,7 +191,9 @@ def test_authors_early_stopping_on_validation_compares_there(problem) -> None:
     ft = _fit("both", W, b, train, valid, max_steps=60, early_stopping="valid")
     report = ft.report_
     np.testing.assert_allclose(report["stop_bp"], report["valid_bp"], atol=1e-6)
-    np.testing.assert_allclose(report["valid_after"], np.maximum(report["valid_bp"], report["valid_ga"]), atol=1e-6)
+    np.testing.assert_allclose(report["stop_ga"], report["valid_ga"], atol=1e-6)
+    kept = report["method_kept"].map({"bp+ga": "valid_ga", "ga": "valid_ga", "bp": "valid_bp", "original": "valid_before"})
+    np.testing.assert_allclose(report["valid_after"], [report.loc[i, column] for i, column in kept.items()], atol=1e-6)
 
 
 def test_holdout_rows_are_not_fitted_on(problem, monkeypatch) -> None:
@@ -298,7 +300,7 @@ def test_asl_loss_runs_and_improves_validation(problem) -> None:
 
 def test_ga_is_reproducible_with_a_seed(problem) -> None:
     _, train, valid, _, W, b = problem
-    runs = [_fit("ga", W, b, train, valid, max_steps=8, population=10, seed=seed) for seed in (3, 3, 4)]
+    runs = [_fit("ga", W, b, train, valid, max_steps=8, population=10, seed=seed, selection_alpha=None) for seed in (3, 3, 4)]
     np.testing.assert_array_equal(runs[0].weight_, runs[1].weight_)
     np.testing.assert_array_equal(runs[0].bias_, runs[1].bias_)
     assert not np.array_equal(runs[0].weight_, runs[2].weight_)
@@ -337,3 +339,47 @@ def test_significant_gains_pass_the_gate(fitted) -> None:
 def test_selection_alpha_is_validated() -> None:
     with pytest.raises(ChexcftError, match="selection_alpha"):
         CategoryWiseFineTuner(selection_alpha=0.0)._check_params()
+
+
+def _outlier_problem(n: int, rng: np.random.Generator, outliers: float) -> tuple[np.ndarray, np.ndarray]:
+    """Feature 0 separates the classes; a fraction `outliers` of negatives sits far out at (+6, -6) on features 0, 1."""
+    y = (rng.random(n) < 0.3).astype(np.float32)
+    z = rng.standard_normal((n, 10)).astype(np.float32)
+    z[:, 0] += 1.5 * y
+    far = np.flatnonzero(y == 0)[: int(outliers * n)]
+    z[far, 0] += 6.0
+    z[far, 1] -= 6.0
+    return z, y
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_subspace_ga_improves_held_out_auc_where_bp_is_stuck(seed: int) -> None:
+    """Outlying negatives among the known labels drag BCE (BP) toward feature 1 and keep the trained row's weight on
+    the irrelevant feature 2; the AUC they cost is bounded, so the GA's direct AUC search does not follow them."""
+    rng = np.random.default_rng(seed)
+    z, y = _outlier_problem(4000, rng, 0.04)
+    zv, yv = _outlier_problem(1500, rng, 0.0)
+    zt, yt = _outlier_problem(20_000, rng, 0.0)
+    w0 = np.zeros((1, 10), np.float32)
+    w0[0, 0], w0[0, 2] = 1.0, 0.8
+    b0 = np.zeros(1, np.float32)
+    held_out = {"before": roc_auc_score(yt, zt @ w0[0])}
+    for method in ("bp", "ga", "both"):
+        ft = CategoryWiseFineTuner(method=method, selection_alpha=None, seed=seed).fit(w0, b0, z, y[:, None], zv, yv[:, None])
+        held_out[method] = roc_auc_score(yt, zt @ ft.weight_[0])
+    assert held_out["bp"] < held_out["before"] + 0.005, held_out  # BP is stuck
+    assert held_out["ga"] > held_out["bp"] + 0.02, held_out
+    assert held_out["both"] > held_out["bp"] + 0.01, held_out
+
+
+def test_ga_keeps_the_smallest_move_within_one_standard_error_of_the_best() -> None:
+    """The GA's selection rule: of the improving candidates, the shortest whose stop-split AUC is within one SE."""
+    from chexcft.cft.ga import shortest_within_one_se
+    from chexcft.cft.problem import CategoryProblem
+
+    stop = CategoryProblem(z_train=torch.zeros(0, 2), n_neg_train=0, z_valid=torch.zeros(200, 2), n_neg_valid=100)
+    margin = stop.standard_error(0.90)
+    assert 0.01 < margin < 0.05
+    history = [(np.array([3.0, 0.0]), 0.90), (np.array([1.0, 0.0]), 0.90 - margin / 2), (np.array([0.5, 0.0]), 0.90 - 2 * margin)]
+    chosen, value = shortest_within_one_se(history, stop)
+    assert value == 0.90 - margin / 2 and chosen[0] == 1.0

@@ -157,15 +157,6 @@ def _loss_and_gradient(z: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, w0
     return loss, grad
 
 
-def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
-    """Hanley and McNeil's (1982) standard error of an ROC-AUC estimated on n_pos positives and n_neg negatives."""
-    if n_pos < 1 or n_neg < 1 or not np.isfinite(auc):
-        return 0.0
-    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    variance = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (n_pos * n_neg)
-    return float(np.sqrt(max(variance, 0.0)))
-
-
 def _newton_solve(z: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, w0: torch.Tensor, rho: float,
                   factor: torch.Tensor, *, max_steps: int, tol: float, deadline: float) -> tuple[torch.Tensor, int]:
     """Damped Newton with a fixed curvature factor and Armijo backtracking, until the Newton decrement < tol per row."""
@@ -234,8 +225,7 @@ def fit_bp_penalised(
             break
     scores = [s for _, _, s in path]
     best = max(scores)
-    n_pos = problem.z_valid.shape[0] - problem.n_neg_valid
-    margin = auc_standard_error(best, n_pos, problem.n_neg_valid) if problem.metric == "auc" else 0.0
+    margin = problem.standard_error(best)
     lam, chosen, score = next(item for item in path if item[2] >= best - margin)  # the strongest such penalty
     best_w, best_b = chosen[:d].cpu().numpy().copy(), float(chosen[d])
     improved = bool(score > before)

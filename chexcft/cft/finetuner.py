@@ -409,8 +409,11 @@ class CategoryWiseFineTuner:
             row["gain_ga"] = row["valid_ga"] - validation.valid_metric(ga_from[0], ga_from[1])
 
         if self.method == "both" and self.ga_start == "bp":
-            # a chain: GA's result already contains BP's (when BP improved); keep the last step that improved
-            best_key = "ga" if results["ga"].improved else "bp"
+            # a chain: GA's result already contains BP's (when BP improved); GA's replaces BP's only when it beats it
+            # on the early-stopping split by more than one standard error (the rule BP and GA use within themselves)
+            margin = problem.standard_error(results["bp"].valid_after) if results["bp"].improved else 0.0
+            ga_wins = results["ga"].improved and results["ga"].valid_after > results["bp"].valid_after + margin
+            best_key = "ga" if ga_wins else "bp"
             label = {"ga": "bp+ga" if results["bp"].improved else "ga", "bp": "bp"}[best_key]
         else:
             best_key = max(results, key=lambda key: results[key].valid_after)  # chosen on the early-stopping split

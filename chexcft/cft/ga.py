@@ -194,7 +194,8 @@ def subspace_basis(z: torch.Tensor, n_neg: int, weight: torch.Tensor, bias: floa
     """Orthogonal search directions (d, k) around `weight`, each scaled to move the logits as much as `weight` does.
 
     The row itself, its move from `reference` (BP's move when GA follows BP), the BCE descent direction, the
-    difference of class means, the Fisher direction (shrunk within-class covariance), and the leading principal
+    difference of class means, the Fisher direction and the descent direction preconditioned by the (shrunk)
+    within-class covariance (close to a penalised Newton step), and the leading principal
     directions of the within-class variation (what the row should learn to ignore or use).
     """
     d = z.shape[1]
@@ -205,13 +206,14 @@ def subspace_basis(z: torch.Tensor, n_neg: int, weight: torch.Tensor, bias: floa
     rows = torch.randperm(centred.shape[0], generator=generator)[: min(centred.shape[0], 4096)].to(z.device)
     sample = centred[rows]
     cov = (sample.T @ sample).double() / max(sample.shape[0] - 1, 1)
-    cov.diagonal().add_(0.1 * float(torch.diagonal(cov).mean()) + 1e-12)
     diff = (mean_pos - mean_neg).double()
-    fisher = torch.cholesky_solve(diff[:, None], torch.linalg.cholesky(cov))[:, 0].to(z.dtype)
     y = torch.zeros(z.shape[0], device=z.device)
     y[n_neg:] = 1.0
     descent = -(z.T @ (torch.sigmoid(z @ weight + bias) - y)) / z.shape[0]
-    directions = [weight, descent, diff.to(z.dtype), fisher]
+    factor = torch.linalg.cholesky(cov + (0.1 * float(torch.diagonal(cov).mean()) + 1e-12) * torch.eye(d, dtype=cov.dtype, device=cov.device))
+    solved = torch.cholesky_solve(torch.stack([diff, descent.double()], dim=1), factor)
+    fisher, preconditioned = solved[:, 0].to(z.dtype), solved[:, 1].to(z.dtype)  # preconditioned: ~ a Newton step
+    directions = [weight, descent, preconditioned, diff.to(z.dtype), fisher]
     if reference is not None:
         directions.append(weight - reference)
     k = min(n_components, sample.shape[0] - 1, d)
@@ -248,6 +250,14 @@ def _fit_scale_and_bias(scores: torch.Tensor, y: torch.Tensor, iterations: int =
     return (a, b) if np.isfinite(a) and np.isfinite(b) and a > 0 else (1.0, 0.0)
 
 
+def shortest_within_one_se(history: list[tuple[np.ndarray, float]], problem: CategoryProblem) -> tuple[np.ndarray, float]:
+    """Of the improving candidates (coefficients, stop-split AUC), the smallest move whose AUC is within one standard
+    error (Hanley-McNeil) of the best: BP's penalty rule, for the GA (other metrics: the best)."""
+    best = max(value for _, value in history)
+    margin = problem.standard_error(best)
+    return min(((a, value) for a, value in history if value >= best - margin), key=lambda item: float(np.linalg.norm(item[0])))
+
+
 def fit_subspace_ga(
     problem: CategoryProblem,
     weight: np.ndarray,
@@ -268,7 +278,8 @@ def fit_subspace_ga(
     """Nevergrad in a k-dimensional subspace around the row (see `subspace_basis`), fitness on <= max_rows known rows.
 
     Fitness rows are a fixed stratified sample of the fit rows (the same for every candidate, so candidates are
-    compared on paired data); the best candidate of each generation is scored on the early-stopping split.
+    compared on paired data); every candidate is also scored on the early-stopping split, and the one kept is the
+    smallest move within one standard error of the best there (`shortest_within_one_se`, BP's penalty rule).
     """
     tic = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
@@ -287,7 +298,7 @@ def fit_subspace_ga(
     parametrization = ng.p.Array(init=np.zeros(k)).set_mutation(sigma=sigma)
     parametrization.random_state = np.random.RandomState(seed)
     opt = optimizer_class(optimizer)(parametrization=parametrization, budget=max_steps * population, num_workers=population)
-    best_a = np.zeros(k)
+    history: list[tuple[np.ndarray, float]] = []  # every candidate that beat the start on the stop split
     stop, steps = EarlyStopping(before, patience, deadline), 0
     for steps in range(1, max_steps + 1):
         candidates = [opt.ask() for _ in range(population)]
@@ -297,23 +308,22 @@ def fit_subspace_ga(
         fitness = metric_rows(problem.metric, scores, n_neg)
         for candidate, value in zip(candidates, fitness):
             opt.tell(candidate, -float(value))
-        j = int(np.argmax(fitness))
         with torch.no_grad():
-            stop_scores = (stop_start + stop_proj @ a[j])[None, :]
-        current = float(metric_rows(problem.metric, stop_scores, problem.n_neg_valid)[0])
-        if stop.update(current):
-            best_a = a[j].cpu().numpy().copy()
+            stop_values = metric_rows(problem.metric, stop_start[None, :] + a @ stop_proj.T, problem.n_neg_valid)
+        history += [(row, float(value)) for row, value in zip(a.cpu().numpy(), stop_values) if value > before]
+        j = int(np.argmax(stop_values))
+        if stop.update(float(stop_values[j])):
             if problem.progress is not None:
                 w = (w_start + basis @ a[j]).cpu().numpy()
                 problem.report_progress(w, float(bias), time_offset)
         if stop.stop:
             break
-    best_stop = stop.best
-    improved = best_stop > before
     info = {"ga": f"{SUBSPACE}/{optimizer}", "dims": k, "time_budget_hit": time.perf_counter() >= deadline}
-    if not improved:
+    if not stop.best > before:
         return FitResult(np.asarray(weight, dtype=np.float32).copy(), float(bias), before, before, steps, False,
                          time.perf_counter() - tic, info)
+    best_a, best_stop = shortest_within_one_se(history, problem)
+    info["best_stop"], info["move"] = stop.best, float(np.linalg.norm(best_a))
     with torch.no_grad():
         a = problem.tensor(best_a)
         w = w_start + basis @ a

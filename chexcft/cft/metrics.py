@@ -141,6 +141,15 @@ def metric_rows(metric: str, scores: np.ndarray | torch.Tensor, n_neg: int) -> n
     return ap_rows(scores, y)
 
 
+def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """Hanley and McNeil's (1982) standard error of an ROC-AUC estimated on n_pos positives and n_neg negatives."""
+    if n_pos < 1 or n_neg < 1 or not np.isfinite(auc):
+        return 0.0
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (n_pos * n_neg)
+    return float(np.sqrt(max(variance, 0.0)))
+
+
 def _check(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scores = np.atleast_2d(np.asarray(scores))
     y = np.asarray(y)

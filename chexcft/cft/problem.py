@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from chexcft.cft.metrics import metric_rows
+from chexcft.cft.metrics import auc_standard_error, metric_rows
 
 def project(z: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """z (n, d) @ columns (d, k) -> (n, k). On the CPU as k matrix-vector products: CPU BLAS's narrow GEMMs are
@@ -71,6 +71,11 @@ class CategoryProblem:
         with torch.no_grad():
             scores = project(self.z_valid, self.tensor(weights).T).T + self.tensor(biases)[:, None]
         return metric_rows(self.metric, scores, self.n_neg_valid)
+
+    def standard_error(self, value: float) -> float:
+        """Standard error of an AUC of `value` on the early-stopping split (Hanley-McNeil); 0 for other metrics."""
+        n_pos = self.z_valid.shape[0] - self.n_neg_valid
+        return auc_standard_error(value, n_pos, self.n_neg_valid) if self.metric == "auc" else 0.0
 
     def elapsed(self) -> float:
         """Seconds since the category started, not counting time spent in progress callbacks."""

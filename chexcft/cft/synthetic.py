@@ -4,6 +4,12 @@ Latent true labels come from (real or generated) CheXpert label rows; features a
 labels; the head is trained on U-Ones pseudo-labels whose errors are systematic: an image with an uncertain
 mention of category c looks like its related finding r(c) (that is why the report hedged) while c itself
 is usually absent, so the U-Ones head learns "r(c) means c". Fine-tuning on known labels only can undo that.
+
+With `ambiguity` set (`make_model(..., ambiguity=0.1)`), the pseudo-labels' errors are also placed where a
+reader's would be: uncertain mentions and unmentioned true findings sit near the decision boundary (their
+category's pattern at strength 0.5 +- ambiguity, true ones above, false ones below, where explicit labels
+have 1 or 0), and an unmentioned true finding is `related_blank_factor` times as likely on an image whose
+related finding is present. Errors then depend on the image, not only on its class.
 """
 
 from __future__ import annotations
@@ -32,24 +38,39 @@ class SyntheticModel:
     uncertain_true_rate: float
     blank_true_rate: float
     look_strength: float
+    ambiguity: float | None = None  # None: every image shows its latent labels at full strength
+    related_blank_factor: float = 1.0
 
 
-def make_model(n_categories: int, dim: int, seed: int, signal: float = 2.0, look_strength: float = 1.0) -> SyntheticModel:
+def make_model(n_categories: int, dim: int, seed: int, signal: float = 2.0, look_strength: float = 1.0,
+               ambiguity: float | None = None, related_blank_factor: float = 1.0) -> SyntheticModel:
     """Random category patterns (each with projected signal-to-noise `signal`) and a related-finding cycle."""
     rng = np.random.default_rng(seed)
     patterns = rng.standard_normal((n_categories, dim)) * (signal / np.sqrt(dim))
     nuisance = rng.standard_normal((8, dim)) * (1.5 / np.sqrt(dim)) * 4
     related = np.roll(np.arange(n_categories), -1)
-    return SyntheticModel(patterns.astype(np.float32), nuisance.astype(np.float32), related, 0.2, 0.03, look_strength)
+    return SyntheticModel(patterns.astype(np.float32), nuisance.astype(np.float32), related, 0.2, 0.03, look_strength,
+                          ambiguity, related_blank_factor)
 
 
 def latent_from_raw(raw: np.ndarray, model: SyntheticModel, rng: np.random.Generator) -> np.ndarray:
-    """Truth behind report labels: explicit labels are right; uncertain and blank are true at fixed low rates."""
+    """Truth behind report labels: explicit labels are right; uncertain and blank are true at low rates (a blank
+    `related_blank_factor` times as often when the related finding is explicitly positive)."""
     u = rng.random(raw.shape)
+    blank_rate = model.blank_true_rate * np.where(raw[:, model.related] == 1, model.related_blank_factor, 1.0)
     latent = np.where(raw == 1, 1.0, 0.0)
     latent = np.where(raw == -1, (u < model.uncertain_true_rate).astype(float), latent)
-    latent = np.where(np.isnan(raw), (u < model.blank_true_rate).astype(float), latent)
+    latent = np.where(np.isnan(raw), (u < blank_rate).astype(float), latent)
     return latent.astype(np.float32)
+
+
+def strengths(raw: np.ndarray, latent: np.ndarray, ambiguity: float | None) -> np.ndarray:
+    """How strongly each image shows each category: its latent label, or 0.5 +- ambiguity for uncertain mentions
+    and unmentioned true findings (near the boundary) when `ambiguity` is set."""
+    if ambiguity is None:
+        return latent
+    near = (raw == -1) | (np.isnan(raw) & (latent == 1))
+    return np.where(near, 0.5 + ambiguity * (2 * latent - 1), latent).astype(np.float32)
 
 
 def make_features(raw: np.ndarray, model: SyntheticModel, seed: int, chunk: int = 8192) -> SyntheticFeatures:
@@ -60,11 +81,12 @@ def make_features(raw: np.ndarray, model: SyntheticModel, seed: int, chunk: int 
     looks = np.zeros_like(latent)
     uncertain = raw == -1
     looks[:, model.related] = np.maximum(looks[:, model.related], uncertain * model.look_strength)
+    shown = strengths(raw, latent, model.ambiguity)
     n, dim = raw.shape[0], model.patterns.shape[1]
     features = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        block = (latent[start:stop] + looks[start:stop]) @ model.patterns
+        block = (shown[start:stop] + looks[start:stop]) @ model.patterns
         block += rng.standard_normal((stop - start, model.nuisance.shape[0]), dtype=np.float32) @ model.nuisance
         block += rng.standard_normal((stop - start, dim), dtype=np.float32)
         features[start:stop] = block
