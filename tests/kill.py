@@ -114,8 +114,8 @@ def run_forked(args: list[str], mode: str, number: int) -> Forked:
                 counted.flush()
             except BaseException:  # noqa: BLE001 - report and leave the child, whatever happened
                 traceback.print_exc()
-                sys.stderr.flush()
             finally:
+                sys.stdout.flush()
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
