@@ -314,6 +314,7 @@ def _read_bundle(folder: Path) -> Snapshot:
     return files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", [FRESH, PREVIOUS])
 def test_bundle_killed_before_a_write(tree, tmp_path: Path, scenario: str) -> None:
     data, runs, _ = tree
