@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,18 +15,25 @@ from pathlib import Path
 from typing import Any
 
 
+# Temporaries are named `.TARGET.chexcft-PID-RANDOM[.tmp]` (`-old-` for a folder renamed aside): a later write of the
+# same target removes those whose process is gone, so a killed job leaves nothing behind once it is re-run.
+_TAG = "chexcft"
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _remove_dead_temporaries(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temporary_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp creates 0600 files; give the result the permissions an ordinary open() would.
-    os.chmod(tmp, 0o666 & ~_current_umask())
     try:
         yield tmp
+        # mkstemp creates 0600 files, and writers that recreate the file (safetensors) keep that: give the result
+        # the permissions an ordinary open() would.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -40,14 +49,15 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _remove_dead_temporaries(target)
+    staging = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), dir=target.parent))
     aside: Path | None = None
     try:
         # mkdtemp creates a 0700 folder; give it the permissions an ordinary mkdir would.
         os.chmod(staging, 0o777 & ~_current_umask())
         yield staging
         if target.exists():
-            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            aside = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target, "old-"), dir=target.parent))
             os.replace(target, aside)
         os.replace(staging, target)
     finally:
@@ -55,6 +65,35 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(staging)
         if aside is not None and aside.exists():
             shutil.rmtree(aside)
+
+
+def _temporary_prefix(target: Path, kind: str = "") -> str:
+    return f".{target.name}.{_TAG}-{os.getpid()}-{kind}"
+
+
+def _remove_dead_temporaries(target: Path) -> None:
+    """Delete the temporaries of earlier writes of `target` whose process no longer exists (killed mid-write)."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.{_TAG}-(\d+)-")
+    for entry in target.parent.glob(f".{glob.escape(target.name)}.{_TAG}-*"):
+        match = pattern.match(entry.name)
+        if match is None or _process_exists(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
 
 
 def _current_umask() -> int:

@@ -403,7 +403,9 @@ def failures_path(out_path: str | os.PathLike[str]) -> Path:
 
 def write_predictions(result: PredictionResult, out_path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write the predictions and the failures list (header only when none failed) atomically."""
-    # The failures list first: a new predictions file always has its own failures list beside it.
+    # The failures list first, so a new predictions file always has its own list beside it; an older predictions
+    # file goes before the list is replaced, so it never sits beside a newer list (a kill leaves no predictions).
+    Path(out_path).unlink(missing_ok=True)
     failures = atomic_write_csv(failures_path(out_path), result.failures, index=False)
     written = atomic_write_csv(out_path, result.predictions, index=False, float_format="%.8g")
     return written, failures

@@ -72,6 +72,33 @@ def test_reader_names_bad_rows(mimic) -> None:
         read_mimic(mimic.root)
 
 
+def test_reader_names_the_line_of_damaged_files_and_quotes_values_briefly(mimic) -> None:
+    import gzip
+
+    labels_gz = mimic.root / "mimic-cxr-2.0.0-chexpert.csv.gz"
+    text = gzip.decompress(labels_gz.read_bytes())
+    lines = text.split(b"\n")
+    lines[3] = lines[3].replace(b",", b",\xe9", 1)  # a Latin-1 byte inside the gzipped labels
+    labels_gz.write_bytes(gzip.compress(b"\n".join(lines)))
+    with pytest.raises(InvalidDatasetError, match=r"chexpert\.csv\.gz: line 4, column 'study_id': byte 0xE9"):
+        read_mimic(mimic.root)
+    labels_gz.write_bytes(gzip.compress(text)[:-20])  # a cut download
+    with pytest.raises(InvalidDatasetError, match=r"chexpert\.csv\.gz: not a readable gzip file"):
+        read_mimic(mimic.root)
+    labels_gz.write_bytes(gzip.compress(text))
+    split = mimic.split.copy()
+    split.loc[2, "split"] = "x" * 10**6
+    split.to_csv(mimic.root / "mimic-cxr-2.0.0-split.csv", index=False)
+    with pytest.raises(InvalidDatasetError, match=r"split\.csv: line 4 \(data row 3\), column 'split': 'x+'\.\.\.") as caught:
+        read_mimic(mimic.root)
+    assert len(str(caught.value)) < 500
+    meta = mimic.metadata.copy()
+    meta.loc[len(meta) - 1, "subject_id"] = None  # a blank id on the last line leaves the other ids as written
+    meta.to_csv(mimic.root / "mimic-cxr-2.0.0-metadata.csv", index=False)
+    with pytest.raises(InvalidDatasetError, match=rf"line {len(meta) + 1} .*'subject_id': a blank cell"):
+        read_mimic(mimic.root)
+
+
 def test_convert_writes_chexpert_csvs_relative_to_the_root(mimic, tmp_path: Path) -> None:
     out = tmp_path / "csv"
     result = CliRunner().invoke(app, ["convert", "mimic", str(mimic.root), "--out", str(out)])

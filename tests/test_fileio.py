@@ -69,3 +69,40 @@ def test_atomic_directory_replaces_the_folder_only_on_success(tmp_path):
         os.umask(previous)
     assert stat.S_IMODE(target.stat().st_mode) == 0o755
     assert sorted(p.name for p in target.iterdir()) == ["c.txt"]
+
+
+def test_a_writer_that_recreates_the_temporary_still_gets_umask_permissions(tmp_path):
+    from safetensors.numpy import save_file  # writes a new file in place of the temporary
+
+    import numpy as np
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "head.safetensors") as tmp:
+            save_file({"w": np.zeros(2, np.float32)}, str(tmp))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "head.safetensors").stat().st_mode) == 0o644
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
+
+
+def test_the_next_write_removes_temporaries_of_killed_writers_of_the_same_target(tmp_path):
+    from chexcft.fileio import atomic_directory
+
+    dead, alive = _dead_pid(), os.getppid()  # a finished process and a running one (this test's parent)
+    left = [f".out.csv.chexcft-{dead}-ab12_x.tmp", f".bundle.chexcft-{dead}-q9z", f".bundle.chexcft-{dead}-old-k2"]
+    running = [f".out.csv.chexcft-{alive}-cd34.tmp", f".bundle.chexcft-{alive}-zz"]
+    others = [f".out.csv.7.chexcft-{dead}-x.tmp", "out.csv.bak"]  # another target's temporary, a user's file
+    for name in left + running + others:
+        (tmp_path / name).mkdir() if "bundle" in name else (tmp_path / name).write_text("partial")
+    atomic_write_text(tmp_path / "out.csv", "done")
+    with atomic_directory(tmp_path / "bundle") as staging:
+        (staging / "a.txt").write_text("done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.csv", "bundle", *running, *others])

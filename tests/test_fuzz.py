@@ -28,7 +28,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
 
 def test_corpus_covers_every_input_and_mutation(corpus: list[Case]) -> None:
     assert len(corpus) >= 500
-    assert {c.format for c in corpus} == set(FORMATS) >= {"dicom", "png", "jpeg", "chexpert", "nih"}
+    assert {c.format for c in corpus} == set(FORMATS) >= {"dicom", "png", "jpeg", "chexpert", "nih", "mimic"}
     assert {c.mutation for c in corpus} == set(MUTATIONS) | {"original"}
     by_format = Counter(c.format for c in corpus)
     assert min(by_format.values()) >= 100, by_format

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import codecs
+import gzip
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,21 @@ def _header_cells(head: bytes) -> list[str]:
     return first.decode("utf-8", errors="replace").split(",")
 
 
+def _open_bytes(path: Path) -> Any:
+    """The file's bytes: decompressed for a `.gz` file (pandas reads those decompressed too)."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
 def check_utf8(path: Path) -> None:
     """Refuse a CSV that is not UTF-8 (a UTF-8 BOM is fine), naming the line and column of the first bad byte."""
-    with open(path, "rb") as fh:
+    try:
+        _check_utf8(path)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise InvalidDatasetError(f"{path}: not a readable gzip file ({shown(str(exc))})") from None
+
+
+def _check_utf8(path: Path) -> None:
+    with _open_bytes(path) as fh:
         head = fh.read(4)
         for bom, name in _BOMS:
             if head.startswith(bom):

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexcft.data.csvfile import read_csv
 from chexcft.data.frame import add_derived_columns
-from chexcft.errors import InvalidDatasetError
+from chexcft.errors import InvalidDatasetError, shown, shown_list
 from chexcft.schema import OBSERVATIONS
 
 LABEL_FILES: dict[str, str] = {"chexpert": "mimic-cxr-2.0.0-chexpert.csv", "negbio": "mimic-cxr-2.0.0-negbio.csv"}
@@ -52,14 +53,17 @@ def is_mimic_root(folder: str | os.PathLike[str]) -> bool:
 
 
 def _read(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, low_memory=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InvalidDatasetError(f"{path}: not a readable CSV ({exc})") from None
+    # Ids as written: a blank or damaged id elsewhere must not turn every id of the column into a float.
+    frame = read_csv(path, low_memory=False, dtype={column: str for column in ("dicom_id", *_IDS)})
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise InvalidDatasetError(f"{path}: missing column(s) {', '.join(missing)} (header: {', '.join(frame.columns)})")
+        raise InvalidDatasetError(f"{path}: missing column(s) {', '.join(missing)} (header: {shown_list(list(frame.columns))})")
     return frame
+
+
+def _first(bad: pd.Series | np.ndarray) -> int:
+    """Index of the first True."""
+    return int(np.flatnonzero(np.asarray(bad))[0])
 
 
 def _whole_numbers(frame: pd.DataFrame, path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -67,10 +71,10 @@ def _whole_numbers(frame: pd.DataFrame, path: Path, columns: tuple[str, ...]) ->
         text = frame[column].astype("string").str.strip()
         bad = ~text.str.fullmatch(r"\d+").fillna(False)
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = _first(bad)
             raise InvalidDatasetError(
-                f"{path}: line {row + 2} (data row {row + 1}), column {column!r}: {frame[column].iloc[row]!r} is not "
-                "a whole number"
+                f"{path}: line {row + 2} (data row {row + 1}), column {column!r}: {shown(frame[column].iloc[row])} is "
+                "not a whole number"
             )
         frame[column] = text.astype(str)
     return frame
@@ -80,15 +84,16 @@ def _labels(path: Path) -> pd.DataFrame:
     labels = _whole_numbers(_read(path, _IDS + OBSERVATIONS), path, _IDS)
     duplicated = labels.duplicated(list(_IDS))
     if duplicated.any():
-        row = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise InvalidDatasetError(f"{path}: line {row + 2}: study {labels['study_id'].iloc[row]} is listed twice")
+        row = _first(duplicated)
+        raise InvalidDatasetError(f"{path}: line {row + 2}, columns 'subject_id', 'study_id': study "
+                                  f"{shown(labels['study_id'].iloc[row])} is listed twice")
     values = labels[list(OBSERVATIONS)].apply(pd.to_numeric, errors="coerce")
     bad = ~(values.isin([1.0, 0.0, -1.0]) | labels[list(OBSERVATIONS)].isna())
     if bad.to_numpy().any():
         row, col = np.argwhere(bad.to_numpy())[0]
         raise InvalidDatasetError(
             f"{path}: line {row + 2} (data row {row + 1}), column {OBSERVATIONS[col]!r}: label "
-            f"{labels[OBSERVATIONS[col]].iloc[row]!r} is not 1, 0, -1 or blank"
+            f"{shown(labels[OBSERVATIONS[col]].iloc[row])} is not 1, 0, -1 or blank"
         )
     labels[list(OBSERVATIONS)] = values
     return labels[list(_IDS + OBSERVATIONS)]
@@ -108,12 +113,13 @@ def read_mimic(root: str | os.PathLike[str], labeler: str = "chexpert") -> tuple
     meta["dicom_id"] = meta["dicom_id"].astype(str).str.strip()
     bad = ~meta["dicom_id"].str.fullmatch(r"[A-Za-z0-9-]+")
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InvalidDatasetError(f"{meta_path}: line {row + 2}, column 'dicom_id': {meta['dicom_id'].iloc[row]!r} "
+        row = _first(bad)
+        raise InvalidDatasetError(f"{meta_path}: line {row + 2}, column 'dicom_id': {shown(meta['dicom_id'].iloc[row])} "
                                   "is not an image id")
     if meta["dicom_id"].duplicated().any():
-        row = int(np.flatnonzero(meta["dicom_id"].duplicated().to_numpy())[0])
-        raise InvalidDatasetError(f"{meta_path}: line {row + 2}: image {meta['dicom_id'].iloc[row]} is listed twice")
+        row = _first(meta["dicom_id"].duplicated())
+        raise InvalidDatasetError(f"{meta_path}: line {row + 2}, column 'dicom_id': image "
+                                  f"{shown(meta['dicom_id'].iloc[row])} is listed twice")
     labels = _labels(mimic_file(root, LABEL_FILES[labeler]))
     joined = meta.merge(labels, on=list(_IDS), how="left", validate="many_to_one")
     subject, study = joined["subject_id"], joined["study_id"]
@@ -136,11 +142,14 @@ def read_mimic(root: str | os.PathLike[str], labeler: str = "chexpert") -> tuple
     split_path = mimic_file(root, SPLIT_FILE, required=False)
     if split_path is not None:
         splits = _read(split_path, ("dicom_id", "split"))
-        names = splits["split"].astype(str).str.strip().str.lower()
-        unknown = sorted(set(names) - set(SPLIT_NAMES))
-        if unknown:
-            raise InvalidDatasetError(f"{split_path}: unknown split name(s) {', '.join(unknown)}; expected "
+        names = splits["split"].astype("string").str.strip().str.lower()
+        unknown = ~names.isin(list(SPLIT_NAMES)).fillna(False)
+        if unknown.any():
+            row = _first(unknown)
+            raise InvalidDatasetError(f"{split_path}: line {row + 2} (data row {row + 1}), column 'split': "
+                                      f"{shown(splits['split'].iloc[row])} is not a split name; expected "
                                       f"{', '.join(SPLIT_NAMES)}")
+        names = names.astype(str)
         by_image = dict(zip(splits["dicom_id"].astype(str).str.strip(), names.map(SPLIT_NAMES)))
         split = joined["dicom_id"].map(by_image).fillna("").rename("split")
         split.index = frame.index

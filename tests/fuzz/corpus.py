@@ -1,11 +1,13 @@
 """The fuzz corpus: seed files for every input chexcft reads, and seeded mutations of them.
 
 Table-driven: FORMATS maps a format name to its seeds, its mutations and the reader that must cope with the
-result. Adding an input (a MIMIC-CXR CSV reader, say) is one more FormatSpec entry:
+result. Adding an input is one more FormatSpec entry:
 
-    FORMATS["mimic"] = FormatSpec("table", "chexcft.data:read_table", _mimic_seeds, CSV_MUTATIONS)
+    FORMATS["nih"] = FormatSpec("table", "chexcft.data:read_table", _nih_seeds, CSV_MUTATIONS)
 
-where `_mimic_seeds()` returns [(name, bytes)] of small valid files. Nothing here is committed as data: the
+where `_nih_seeds()` returns [(name, bytes)] of small valid files. An input made of several files read together
+(MIMIC-CXR's label, metadata and split CSVs) sets `one_folder`: each case is then a folder holding one mutated
+file under its real name beside the other seeds unchanged. Nothing here is committed as data: the
 corpus is regenerated from the seed files (pydicom's test files, pydicom-data, generated PNG/JPEG/CSV) and one
 integer, so a failing case is reproduced by its id.
 """
@@ -41,6 +43,7 @@ class FormatSpec:
     seeds: Seeds
     mutations: tuple[str, ...]
     suffix: str = ""
+    one_folder: bool = False  # the seeds are the files of one input: a case is a folder, one of them mutated
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,38 @@ def _nih_seeds() -> list[tuple[str, bytes]]:
             f"{rng.choice('MF')},{rng.choice(['PA', 'AP'])},2500,2048,0.143,0.143"
         )
     return [("Data_Entry_2017.csv", ("\n".join(entry) + "\n").encode())]
+
+
+def _mimic_seeds() -> list[tuple[str, bytes]]:
+    """The four MIMIC-CXR-JPG CSVs of one small release (12 subjects, 1-2 studies each, some laterals)."""
+    from chexcft.data.mimic import LABEL_FILES, METADATA_FILE, SPLIT_FILE
+    from tests.mimic_builders import LABEL_COLUMNS, METADATA_COLUMNS, SPLIT_COLUMNS
+
+    rng = random.Random(13)
+    meta, split = [",".join(METADATA_COLUMNS)], [",".join(SPLIT_COLUMNS)]
+    labels = {name: [",".join(LABEL_COLUMNS)] for name in LABEL_FILES}
+    for s in range(12):
+        subject = str(10000032 + 7919 * s)
+        for k in range(1 + s % 2):
+            study = str(50000000 + 1000 * s + k)
+            for labeler in LABEL_FILES:
+                cells = ",".join(rng.choice(["", "1.0", "0.0", "-1.0"]) for _ in LABEL_COLUMNS[2:])
+                labels[labeler].append(f"{subject},{study},{cells}")
+            for view in ["PA", "LATERAL"][: 1 + (s + k) % 2]:
+                dicom = "-".join(f"{rng.getrandbits(32):08x}" for _ in range(5))
+                meta.append(f"{dicom},{subject},{study},CHEST (PA AND LAT),{view},3056,2544,{21800506 + s},"
+                            f"213014.531,CHEST (PA AND LAT),{'postero-anterior' if view == 'PA' else 'lateral'},Erect")
+                split.append(f"{dicom},{study},{subject},{rng.choice(['train', 'validate', 'test'])}")
+    files = {METADATA_FILE: meta, SPLIT_FILE: split, **{LABEL_FILES[name]: rows for name, rows in labels.items()}}
+    return [(name, ("\n".join(rows) + "\n").encode()) for name, rows in files.items()]
+
+
+def read_mimic_case(path: str):  # -> pd.DataFrame
+    """Read the MIMIC-CXR-JPG folder a case file lies in (with the NegBio labels when that is the case file)."""
+    from chexcft.data.mimic import LABEL_FILES, read_mimic
+
+    labeler = "negbio" if Path(path).name == LABEL_FILES["negbio"] else "chexpert"
+    return read_mimic(Path(path).parent, labeler)[0]
 
 
 # ----------------------------------------------------------------------------------------------- mutations
@@ -477,6 +512,8 @@ FORMATS: dict[str, FormatSpec] = {
                        (*BYTE_MUTATIONS, "truncate", "flip_pixels", "jpeg_huge", "jpeg_huge", "jpeg_huge") * 6, ".jpg"),
     "chexpert": FormatSpec("table", "chexcft.data:read_table", _chexpert_seeds, CSV_MUTATIONS * 12, ".csv"),
     "nih": FormatSpec("table", "chexcft.data:read_table", _nih_seeds, CSV_MUTATIONS * 20, ".csv"),
+    "mimic": FormatSpec("table", "tests.fuzz.corpus:read_mimic_case", _mimic_seeds, CSV_MUTATIONS * 4,
+                        one_folder=True),
 }
 
 
@@ -490,7 +527,8 @@ def generate(out_dir: Path, seed: int = 0, formats: dict[str, FormatSpec] | None
     for fmt, spec in (formats or FORMATS).items():
         folder = out_dir / fmt
         folder.mkdir(exist_ok=True)
-        for seed_index, (seed_name, data) in enumerate(spec.seeds()):
+        seeds = spec.seeds()
+        for seed_index, (seed_name, data) in enumerate(seeds):
             variants = [("original", data)]
             for number, mutation in enumerate(spec.mutations):
                 rng = random.Random(f"{seed}:{fmt}:{seed_name}:{number}")
@@ -498,7 +536,13 @@ def generate(out_dir: Path, seed: int = 0, formats: dict[str, FormatSpec] | None
             for number, (mutation, content) in enumerate(variants):
                 case_id = f"{fmt}-{seed_index:03d}-{number:02d}"
                 stem = Path(seed_name).stem.replace(" ", "_")
-                path = folder / f"{case_id}-{stem}-{mutation}{spec.suffix}"
+                if spec.one_folder:
+                    (folder / case_id).mkdir(exist_ok=True)
+                    for other, other_data in seeds:
+                        (folder / case_id / other).write_bytes(other_data)
+                    path = folder / case_id / seed_name
+                else:
+                    path = folder / f"{case_id}-{stem}-{mutation}{spec.suffix}"
                 path.write_bytes(content)
                 cases.append(Case(case_id, fmt, spec.kind, spec.reader, seed_name, mutation, str(path)))
     (out_dir / "cases.json").write_text(json.dumps([asdict(c) for c in cases]))
