@@ -50,15 +50,24 @@ def peak_rss_gb() -> float:
 
 
 
-def make_data(rows: int, dim: int, valid_rows: int, test_rows: int, seed: int):
-    """Train features with the real label structure, radiologist-style valid/test splits and a U-Ones head."""
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The synthetic data's size options, shared by the CFT benchmarks."""
+    parser.add_argument("--rows", type=int, default=223_414, help="training rows (all real rows by default)")
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--valid-rows", type=int, default=2000)
+    parser.add_argument("--test-rows", type=int, default=10_000)
+
+
+def make_data(rows: int, dim: int, valid_rows: int, test_rows: int, seed: int, **model_options):
+    """Train features with the real label structure, radiologist-style valid/test splits and a U-Ones head
+    (`model_options` go to `synthetic.make_model`)."""
     real = real_chexpert_label_rows()
     if real is None:
         sys.exit("torchxrayvision's chexpert_train.csv.gz is not available: cannot build the real label structure")
     labels = real[list(OBSERVATIONS)].to_numpy(np.float32)
     rng = np.random.default_rng(seed)
     train_raw = labels if rows >= len(labels) else labels[np.sort(rng.choice(len(labels), rows, replace=False))]
-    model = synthetic.make_model(len(OBSERVATIONS), dim, seed=seed + 1)
+    model = synthetic.make_model(len(OBSERVATIONS), dim, seed=seed + 1, **model_options)
     train = synthetic.make_features(train_raw, model, seed=seed + 2)
     valid = synthetic.make_features(labels[rng.choice(len(labels), valid_rows, replace=False)], model, seed=seed + 3)
     test = synthetic.make_features(labels[rng.choice(len(labels), test_rows, replace=False)], model, seed=seed + 4)
@@ -150,10 +159,7 @@ def plain_ga(z: np.ndarray, n_neg: int, zv: np.ndarray, nv_neg: int, w0: np.ndar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=223_414, help="training rows (all real rows by default)")
-    parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--valid-rows", type=int, default=2000)
-    parser.add_argument("--test-rows", type=int, default=10_000)
+    add_data_arguments(parser)
     # Every CFT setting defaults to None = the estimator's own default: the bench measures what a user gets.
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--max-steps", type=int, default=None, help="BP steps (and GA generations unless --ga-max-steps)")
