@@ -383,3 +383,19 @@ def test_ga_keeps_the_smallest_move_within_one_standard_error_of_the_best() -> N
     history = [(np.array([3.0, 0.0]), 0.90), (np.array([1.0, 0.0]), 0.90 - margin / 2), (np.array([0.5, 0.0]), 0.90 - 2 * margin)]
     chosen, value = shortest_within_one_se(history, stop)
     assert value == 0.90 - margin / 2 and chosen[0] == 1.0
+
+
+def test_ga_scale_stays_finite_when_the_fit_rows_are_separable() -> None:
+    """A direction that separates a few dozen known labels must not get an unbounded logistic scale."""
+    from chexcft.cft.ga import _fit_scale_and_bias
+
+    y = torch.cat([torch.zeros(200), torch.ones(20)])
+    scores = torch.cat([torch.linspace(-3, 0, 200), torch.linspace(0.5, 3, 20)])  # perfectly separated
+    a, b = _fit_scale_and_bias(scores, y, reference_spread=float(scores.std()))
+    assert 0.1 <= a <= 10.0 and np.isfinite(b) and abs(b) < 100
+    small = _fit_scale_and_bias(scores * 1e-3, y, reference_spread=float(scores.std()))  # same ranking, tiny spread
+    assert small[0] == pytest.approx(1e3 * a, rel=1e-6) and small[1] == pytest.approx(b, abs=1e-6)
+    overlapping = torch.cat([torch.randn(200, generator=torch.Generator().manual_seed(0)),
+                             torch.randn(20, generator=torch.Generator().manual_seed(1)) + 1.0])
+    a, b = _fit_scale_and_bias(overlapping, y, reference_spread=float(overlapping.std()))
+    assert 0.5 < a < 2.0 and b < 0

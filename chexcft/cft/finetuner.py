@@ -91,9 +91,12 @@ class CategoryWiseFineTuner:
       lambda * hbar * ||w - w0||^2 for the penalties in `bp_lambdas` (in images' worth of curvature), solved to `tol`
       along a warm-started path from the strongest; the strongest penalty within one standard error of the best
       early-stopping AUC is kept, so a small known set moves the row a little, a large one more.
-    - GA (`optimizer="subspace"`): `subspace_optimizer` (Nevergrad; TwoPointsDE by default, whose ask/tell costs ~2 ms a candidate against CMA's ~15 ms here) maximises the metric on the
-      known training labels in a subspace around the row (BP's move, class-mean difference, Fisher direction,
-      principal directions); `"authors"` is the authors' GA; any other name runs that Nevergrad optimiser on all
+    - GA (`optimizer="subspace"`): `subspace_optimizer` (Nevergrad; TwoPointsDE by default, whose ask/tell costs
+      ~2 ms a candidate against CMA's ~15 ms here) maximises the metric on the known training labels in a subspace
+      around the row (BP's move, descent and preconditioned descent directions, class-mean difference, Fisher
+      direction, principal directions) and keeps the smallest move within one standard error of the best on the
+      early-stopping split; after BP, its row replaces BP's only when it is better there by more than one standard
+      error. `"authors"` is the authors' GA; any other name runs that Nevergrad optimiser on all
       d + 1 coordinates. With `method="both"` GA refines BP's row (`ga_start="bp"`), so the report separates BP's
       gain (`gain_bp`) from GA's own (`gain_ga`), both on validation.
     - `time_budget` seconds per category (BP gets up to 70% of it, GA the rest); None is unlimited.
@@ -426,6 +429,8 @@ class CategoryWiseFineTuner:
         significant = self.selection_alpha is None or not row["valid_gain_p"] > self.selection_alpha
         if not best.improved:
             row["status"] = f"kept original: no improvement on the early-stopping split ({row['early_stopping']})"
+        elif not (np.all(np.isfinite(best.weight)) and np.isfinite(best.bias)):
+            row["status"] = "kept original: the fitted row is not finite"
         elif after <= before:
             row["status"] = "kept original: no validation improvement"
         elif not significant:

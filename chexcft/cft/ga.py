@@ -233,21 +233,45 @@ def subspace_basis(z: torch.Tensor, n_neg: int, weight: torch.Tensor, bias: floa
     return basis * (spread / scale)
 
 
-def _fit_scale_and_bias(scores: torch.Tensor, y: torch.Tensor, iterations: int = 30) -> tuple[float, float]:
-    """Maximum-likelihood (a, b) of p = sigmoid(a * score + b) by Newton's method (a tiny ridge for separable data)."""
-    design = torch.stack([scores, torch.ones_like(scores)], dim=1).double()
+def _fit_scale_and_bias(scores: torch.Tensor, y: torch.Tensor, reference_spread: float, iterations: int = 30,
+                        prior: float = 1.0, bounds: tuple[float, float] = (0.1, 10.0)) -> tuple[float, float]:
+    """(a, b) of p = sigmoid(a * score + b): the scores are first scaled to `reference_spread` (the start's logit
+    spread), then a is the maximum-a-posteriori slope with a Gaussian prior of `prior` images' weight toward that
+    scale, kept within `bounds` times it, and b the maximum-likelihood bias at that slope.
+
+    Without the prior and bounds, scores that separate the fit rows (a few dozen known labels can) send a to
+    infinity: rows of 1e8 that saturate every probability and dominate an ensemble's mean logit.
+    """
+    s = scores.double()
     target = y.double()
-    theta = torch.tensor([1.0, 0.0], dtype=torch.float64, device=scores.device)
+    spread = float(s.std()) if s.numel() > 1 else 0.0
+    if not (np.isfinite(spread) and spread > 0 and np.isfinite(reference_spread) and reference_spread > 0):
+        return 1.0, 0.0
+    unit = reference_spread / spread
+    design = torch.stack([s * unit, torch.ones_like(s)], dim=1)
+    theta = torch.tensor([1.0, 0.0], dtype=torch.float64, device=s.device)
+    centre = theta.clone()
+    ridge = torch.diag(torch.tensor([prior, 1e-6], dtype=torch.float64, device=s.device))
     for _ in range(iterations):
         p = torch.sigmoid(design @ theta)
-        gradient = design.T @ (p - target) + 1e-6 * theta
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + 1e-6 * torch.eye(2, dtype=torch.float64, device=scores.device)
+        gradient = design.T @ (p - target) + ridge @ (theta - centre)
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge
         step = torch.linalg.solve(hessian, gradient)
         theta -= step
         if float(step.abs().max()) < 1e-10:
             break
-    a, b = float(theta[0]), float(theta[1])
-    return (a, b) if np.isfinite(a) and np.isfinite(b) and a > 0 else (1.0, 0.0)
+    slope = float(theta[0])
+    slope = min(max(slope if np.isfinite(slope) else 1.0, bounds[0]), bounds[1])
+    # the bias solves sum(sigmoid(slope * x + b)) = sum(y), monotone in b: bisection cannot diverge
+    x, positives = slope * design[:, 0], float(target.sum())
+    low, high = -50.0 - float(x.max()), 50.0 - float(x.min())
+    for _ in range(60):
+        middle = (low + high) / 2
+        if float(torch.sigmoid(x + middle).sum()) > positives:
+            high = middle
+        else:
+            low = middle
+    return slope * unit, (low + high) / 2
 
 
 def shortest_within_one_se(history: list[tuple[np.ndarray, float]], problem: CategoryProblem) -> tuple[np.ndarray, float]:
@@ -329,7 +353,7 @@ def fit_subspace_ga(
         w = w_start + basis @ a
         y = torch.zeros(z.shape[0], device=problem.device)
         y[n_neg:] = 1.0
-        scale, b = _fit_scale_and_bias(fit_start + fit_proj @ a, y)
+        scale, b = _fit_scale_and_bias(fit_start + fit_proj @ a, y, reference_spread=float((fit_start + bias).std()))
     info["coefficients"] = [float(v) for v in best_a]
     return FitResult((scale * w).cpu().numpy().astype(np.float32), b, before, best_stop, steps, True,
                      time.perf_counter() - tic, info)
