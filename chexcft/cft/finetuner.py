@@ -17,6 +17,7 @@ from chexcft.cft.metrics import METRICS
 from chexcft.cft.problem import CategoryProblem, FitResult
 from chexcft.device import compute_device
 from chexcft.errors import ChexcftError
+from chexcft.evaluation.metrics import MIN_CLASS_COUNT, is_reliable
 
 METHODS: tuple[str, ...] = ("bp", "ga", "both")
 BP_SOLVERS: tuple[str, ...] = ("auto", "newton", "adam")
@@ -107,7 +108,9 @@ class CategoryWiseFineTuner:
     steps without improvement on the early-stopping split before Adam or a GA stops (unless `ga_patience`).
 
     `selection_alpha`: a fine-tuned row replaces the trained one only when a one-sided paired DeLong test
-    on the known validation labels finds its AUC gain significant at this level. Picking the best of many
+    on the known validation labels finds its AUC gain significant at this level, and validation has at least
+    MIN_CLASS_COUNT (10) positives and negatives (the rule evaluate uses for a reliable AUC; DeLong's normal
+    approximation does not hold below it). Picking the best of many
     candidates on a small validation split otherwise keeps noise (on the demo data it lowered held-out AUC).
     None keeps any validation gain, as the authors' code does; the gate applies to the AUC metric only.
 
@@ -433,6 +436,9 @@ class CategoryWiseFineTuner:
             row["status"] = "kept original: the fitted row is not finite"
         elif after <= before:
             row["status"] = "kept original: no validation improvement"
+        elif self.selection_alpha is not None and not is_reliable(len(pos_v), len(neg_v)):
+            row["status"] = (f"kept original: validation has {len(pos_v)} positives and {len(neg_v)} negatives; with fewer "
+                             f"than {MIN_CLASS_COUNT} of either a gain cannot be told from noise")
         elif not significant:
             row["status"] = (
                 f"kept original: validation gain {after - before:+.4f} not significant "
