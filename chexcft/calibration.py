@@ -22,23 +22,26 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _negative_log_likelihood(design: np.ndarray, y: np.ndarray, theta: np.ndarray, ridge: float, prior: np.ndarray) -> float:
+def _negative_log_likelihood(design: np.ndarray, y: np.ndarray, theta: np.ndarray, ridge: np.ndarray, prior: np.ndarray) -> float:
     z = design @ theta
-    return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * ridge * np.sum((theta - prior) ** 2))
+    return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(ridge * (theta - prior) ** 2))
 
 
-def fit_platt_1d(logits: np.ndarray, y: np.ndarray, iterations: int = 100, ridge: float = 1e-6) -> tuple[float, float]:
-    """Maximum-likelihood (a, b) of p = sigmoid(a * logit + b): damped Newton (tiny ridge keeps it finite)."""
+def fit_platt_1d(logits: np.ndarray, y: np.ndarray, iterations: int = 100,
+                 ridge: float | tuple[float, float] = 1e-6) -> tuple[float, float]:
+    """Maximum-likelihood (a, b) of p = sigmoid(a * logit + b): damped Newton; a ridge (one for both, or one each
+    for a and b) shrinks them toward the identity map (1, 0) and keeps them finite."""
     x = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     design = np.stack([x, np.ones_like(x)], axis=1)
     prior = np.array([1.0, 0.0])  # shrink towards the identity map, not towards zero
+    ridge = np.broadcast_to(np.asarray(ridge, dtype=np.float64), (2,))
     theta = prior.copy()
     current = _negative_log_likelihood(design, y, theta, ridge, prior)
     for _ in range(iterations):
         p = _sigmoid(design @ theta)
         gradient = design.T @ (p - y) + ridge * (theta - prior)
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + np.diag(ridge)
         step = np.linalg.solve(hessian, gradient)
         scale = 1.0
         while scale > 1e-6:

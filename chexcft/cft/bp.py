@@ -49,21 +49,33 @@ def loss_function(name: str):
     raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
 
 
-def bce_gradient(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of the mean BCE w.r.t. (w, b) in closed form, streaming z once in cache-sized row blocks.
+def _bce_pass(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *, with_loss: bool,
+              chunk: int = 2048) -> tuple[float, torch.Tensor]:
+    """Summed BCE (if `with_loss`, else 0) and its gradient [w, b] (d+1,), streaming z once in cache-sized row blocks.
 
     Each block's logits and its contribution z_block.T @ residual are computed while the block is still in
     cache, so a step reads the features from memory once instead of twice (forward, then backward).
     """
-    grad_w = torch.zeros_like(w)
-    grad_b = torch.zeros(1, dtype=w.dtype, device=w.device)
+    d = w.shape[0]
+    loss = 0.0
+    grad = torch.zeros(d + 1, dtype=w.dtype, device=w.device)
     with torch.no_grad():
         for start in range(0, z.shape[0], chunk):
             block = z[start : start + chunk]
-            residual = torch.sigmoid(torch.addmv(b, block, w)) - y[start : start + chunk]
-            grad_w.addmv_(block.T, residual)
-            grad_b += residual.sum()
-    return grad_w / z.shape[0], grad_b / z.shape[0]
+            target = y[start : start + chunk]
+            logits = torch.addmv(b, block, w)
+            if with_loss:
+                loss += float((F.softplus(logits) - target * logits).sum(dtype=torch.float64))
+            residual = torch.sigmoid(logits) - target
+            grad[:d].addmv_(block.T, residual)
+            grad[d] += residual.sum()
+    return loss, grad
+
+
+def bce_gradient(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the mean BCE w.r.t. (w, b) in closed form, in one pass over z (`_bce_pass`)."""
+    _, grad = _bce_pass(z, y, w, b, with_loss=False)
+    return grad[:-1] / z.shape[0], grad[-1:] / z.shape[0]
 
 
 def fit_bp(
@@ -132,26 +144,13 @@ def curvature(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: float, *, ma
     return H, max(hbar, 1e-12)
 
 
-def _loss_and_gradient(z: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, w0: torch.Tensor, rho: float,
-                       chunk: int = 2048) -> tuple[float, torch.Tensor]:
-    """Penalised summed BCE of one head theta = [w, b] (d+1,) and its gradient, in one pass over z.
-
-    Each row block's logits and its contribution block.T @ residual are computed while the block is in cache.
-    """
+def _loss_and_gradient(z: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, w0: torch.Tensor,
+                       rho: float) -> tuple[float, torch.Tensor]:
+    """Penalised summed BCE of one head theta = [w, b] (d+1,) and its gradient, in one pass over z."""
     d = w0.shape[0]
-    w, b = theta[:d], theta[d:]
-    loss = 0.0
-    grad = torch.zeros_like(theta)
+    loss, grad = _bce_pass(z, y, theta[:d], theta[d:], with_loss=True)
     with torch.no_grad():
-        for start in range(0, z.shape[0], chunk):
-            block = z[start : start + chunk]
-            target = y[start : start + chunk]
-            logits = torch.addmv(b, block, w)
-            loss += float((F.softplus(logits) - target * logits).sum(dtype=torch.float64))
-            residual = torch.sigmoid(logits) - target
-            grad[:d].addmv_(block.T, residual)
-            grad[d] += residual.sum()
-        diff = w - w0
+        diff = theta[:d] - w0
         loss += rho * float((diff.double() ** 2).sum())
         grad[:d] += 2 * rho * diff
     return loss, grad
@@ -223,10 +222,8 @@ def fit_bp_penalised(
         path.append((lam, theta.clone(), score))
         if score < best_so_far:
             break
-    scores = [s for _, _, s in path]
-    best = max(scores)
-    margin = problem.standard_error(best)
-    lam, chosen, score = next(item for item in path if item[2] >= best - margin)  # the strongest such penalty
+    lam, chosen, score = path[problem.first_within_one_se([s for _, _, s in path])]  # path: strongest penalty first
+    margin = problem.standard_error(max(s for _, _, s in path))
     best_w, best_b = chosen[:d].cpu().numpy().copy(), float(chosen[d])
     improved = bool(score > before)
     if improved:

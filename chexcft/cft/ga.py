@@ -26,6 +26,7 @@ import nevergrad as ng
 import numpy as np
 import torch
 
+from chexcft.calibration import fit_platt_1d
 from chexcft.cft.metrics import metric_rows
 from chexcft.cft.problem import CategoryProblem, EarlyStopping, FitResult, project
 
@@ -233,8 +234,8 @@ def subspace_basis(z: torch.Tensor, n_neg: int, weight: torch.Tensor, bias: floa
     return basis * (spread / scale)
 
 
-def _fit_scale_and_bias(scores: torch.Tensor, y: torch.Tensor, reference_spread: float, iterations: int = 30,
-                        prior: float = 1.0, bounds: tuple[float, float] = (0.1, 10.0)) -> tuple[float, float]:
+def _fit_scale_and_bias(scores: torch.Tensor, y: torch.Tensor, reference_spread: float, prior: float = 1.0,
+                        bounds: tuple[float, float] = (0.1, 10.0)) -> tuple[float, float]:
     """(a, b) of p = sigmoid(a * score + b): the scores are first scaled to `reference_spread` (the start's logit
     spread), then a is the maximum-a-posteriori slope with a Gaussian prior of `prior` images' weight toward that
     scale, kept within `bounds` times it, and b the maximum-likelihood bias at that slope.
@@ -248,22 +249,10 @@ def _fit_scale_and_bias(scores: torch.Tensor, y: torch.Tensor, reference_spread:
     if not (np.isfinite(spread) and spread > 0 and np.isfinite(reference_spread) and reference_spread > 0):
         return 1.0, 0.0
     unit = reference_spread / spread
-    design = torch.stack([s * unit, torch.ones_like(s)], dim=1)
-    theta = torch.tensor([1.0, 0.0], dtype=torch.float64, device=s.device)
-    centre = theta.clone()
-    ridge = torch.diag(torch.tensor([prior, 1e-6], dtype=torch.float64, device=s.device))
-    for _ in range(iterations):
-        p = torch.sigmoid(design @ theta)
-        gradient = design.T @ (p - target) + ridge @ (theta - centre)
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge
-        step = torch.linalg.solve(hessian, gradient)
-        theta -= step
-        if float(step.abs().max()) < 1e-10:
-            break
-    slope = float(theta[0])
+    slope, _ = fit_platt_1d((s * unit).cpu().numpy(), target.cpu().numpy(), ridge=(prior, 1e-6))
     slope = min(max(slope if np.isfinite(slope) else 1.0, bounds[0]), bounds[1])
     # the bias solves sum(sigmoid(slope * x + b)) = sum(y), monotone in b: bisection cannot diverge
-    x, positives = slope * design[:, 0], float(target.sum())
+    x, positives = slope * unit * s, float(target.sum())
     low, high = -50.0 - float(x.max()), 50.0 - float(x.min())
     for _ in range(60):
         middle = (low + high) / 2
@@ -277,9 +266,8 @@ def _fit_scale_and_bias(scores: torch.Tensor, y: torch.Tensor, reference_spread:
 def shortest_within_one_se(history: list[tuple[np.ndarray, float]], problem: CategoryProblem) -> tuple[np.ndarray, float]:
     """Of the improving candidates (coefficients, stop-split AUC), the smallest move whose AUC is within one standard
     error (Hanley-McNeil) of the best: BP's penalty rule, for the GA (other metrics: the best)."""
-    best = max(value for _, value in history)
-    margin = problem.standard_error(best)
-    return min(((a, value) for a, value in history if value >= best - margin), key=lambda item: float(np.linalg.norm(item[0])))
+    by_move = sorted(history, key=lambda item: float(np.linalg.norm(item[0])))
+    return by_move[problem.first_within_one_se([value for _, value in by_move])]
 
 
 def fit_subspace_ga(
@@ -353,7 +341,7 @@ def fit_subspace_ga(
         w = w_start + basis @ a
         y = torch.zeros(z.shape[0], device=problem.device)
         y[n_neg:] = 1.0
-        scale, b = _fit_scale_and_bias(fit_start + fit_proj @ a, y, reference_spread=float((fit_start + bias).std()))
+        scale, b = _fit_scale_and_bias(fit_start + fit_proj @ a, y, reference_spread=float(fit_start.std()))
     info["coefficients"] = [float(v) for v in best_a]
     return FitResult((scale * w).cpu().numpy().astype(np.float32), b, before, best_stop, steps, True,
                      time.perf_counter() - tic, info)

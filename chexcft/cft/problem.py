@@ -77,6 +77,13 @@ class CategoryProblem:
         n_pos = self.z_valid.shape[0] - self.n_neg_valid
         return auc_standard_error(value, n_pos, self.n_neg_valid) if self.metric == "auc" else 0.0
 
+    def first_within_one_se(self, values: list[float]) -> int:
+        """Index of the first of `values` (stop-split metrics, most preferred first) within one standard error of
+        the best: the rule BP (strongest penalty) and the GA (smallest move) choose by."""
+        best = max(values)
+        margin = self.standard_error(best)
+        return next(i for i, value in enumerate(values) if value >= best - margin)
+
     def elapsed(self) -> float:
         """Seconds since the category started, not counting time spent in progress callbacks."""
         return time.perf_counter() - self.started - self._callback_seconds

@@ -28,6 +28,7 @@ def roc_figure(table: ScoreTable) -> plt.Figure:
     fig, axes = plt.subplots(n_rows, columns, figsize=(3.6 * columns, 3.9 * n_rows), squeeze=False)
     for ax in axes.flat[n_tasks:]:
         ax.set_visible(False)
+    benchmark = benchmark_points(table.tasks, table.key, table.studies)
     for t, (task, ax) in enumerate(zip(table.tasks, axes.flat)):
         labels = table.labels[:, t]
         ax.plot([0, 1], [0, 1], color="0.8", lw=0.8, ls="--")
@@ -40,7 +41,7 @@ def roc_figure(table: ScoreTable) -> plt.Figure:
                 ax.plot(fpr, tpr, lw=width, label=f"{name} {roc_auc(labels, scores[:, t]):.3f}")
         else:
             ax.text(0.5, 0.5, f"AUC undefined:\n{reason}", ha="center", va="center", fontsize=8)
-        points = np.array(benchmark_points(task, table.key, table.studies), dtype=float).reshape(-1, 2)
+        points = np.array(benchmark[task], dtype=float).reshape(-1, 2)
         if points.size:
             ax.scatter(1.0 - points[:, 0], points[:, 1], marker="X", s=50, color="black", zorder=5,
                        label="radiologists")

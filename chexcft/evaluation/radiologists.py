@@ -68,12 +68,11 @@ def count_below(
     return sum(1 for spec, sens in points if project(fpr, tpr, 1.0 - spec) >= sens)
 
 
-def benchmark_points(task: str, key: str, studies: Sequence[str]) -> tuple[tuple[float, float], ...]:
-    """The radiologists' (specificity, sensitivity) points where that benchmark exists, else ().
+def benchmark_points(tasks: Sequence[str], key: str, studies: Sequence[str]) -> dict[str, tuple[tuple[float, float], ...]]:
+    """Per task, the radiologists' (specificity, sensitivity) points where that benchmark exists, else ().
 
     It exists for the competition tasks joined by study (CheXpert's radiologists read studies), and not on NIH
     ChestX-ray14 images (NIH study keys, chexcft.keys), whose labels the radiologists never read.
     """
-    if key != STUDY_COLUMN or task not in RADIOLOGIST_POINTS or any(is_nih_study(s) for s in studies):
-        return ()
-    return RADIOLOGIST_POINTS[task]
+    exists = key == STUDY_COLUMN and not any(is_nih_study(s) for s in studies)
+    return {task: RADIOLOGIST_POINTS[task] if exists and task in RADIOLOGIST_POINTS else () for task in tasks}

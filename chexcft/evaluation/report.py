@@ -164,7 +164,7 @@ def evaluate_table(
                 raise ChexcftError(f"--compare: no row named {name!r}; rows are {', '.join(table.scores)}")
     boot_weights = stratified_weights(table.labels, bootstrap, seed) if bootstrap > 0 else None
     rows: list[dict[str, Any]] = []
-    points = {task: benchmark_points(task, table.key, table.studies) for task in table.tasks}
+    points = benchmark_points(table.tasks, table.key, table.studies)
     for name, scores in table.scores.items():
         aucs = task_aucs(table.labels, scores)
         row: dict[str, Any] = {"name": name, "kind": table.kinds[name]}
