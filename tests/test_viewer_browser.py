@@ -57,6 +57,27 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=20)
 
 
+def pick_option(page, picker, query: str, text: str, attempts: int = 5) -> None:
+    """Open a selectbox, type `query` and click the option showing `text`, once the app is idle.
+
+    A script rerun that is still under way (the first one takes a while on a loaded machine) re-renders the
+    selectbox and closes its list: wait for Streamlit's running indicator to go, and reopen the list if it closed.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
+
+    for _ in range(attempts):
+        expect(page.locator('[data-testid="stStatusWidget"]')).to_be_hidden(timeout=PAGE_MS)
+        picker.click()
+        page.keyboard.type(query)
+        try:
+            page.get_by_role("option").filter(has_text=text).first.click(timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"the option {text!r} never appeared after typing {query!r} ({attempts} attempts)")
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_picks_a_study_and_sees_its_heatmap_and_predictions(tmp_path: Path) -> None:
@@ -93,9 +114,7 @@ def test_browser_picks_a_study_and_sees_its_heatmap_and_predictions(tmp_path: Pa
                 expect(page.get_by_text("chexcft viewer")).to_be_visible(timeout=PAGE_MS)
                 picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Study").last
                 expect(picker).to_be_visible(timeout=PAGE_MS)
-                picker.click()
-                page.keyboard.type("patient90001")
-                page.get_by_role("option").filter(has_text=study).first.click()
+                pick_option(page, picker, "patient90001", study)
                 heatmap = page.locator(f'img[alt*="{frontal}"][alt*="Grad-CAM"]')
                 expect(heatmap).to_be_visible(timeout=PAGE_MS)
                 expect(page.get_by_text("Predictions · view1_frontal.dcm")).to_be_visible(timeout=PAGE_MS)
