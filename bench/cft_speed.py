@@ -8,9 +8,10 @@
 (b) On the same features, the authors' GA loop (population 50 copies of the trained row, one individual
     scored at a time, roulette selection, uniform crossover 0.2, mutation p 0.5 of U(-0.001, 0.001) on every
     gene, 1 elite, validation early stopping) against chexcft `method="ga"` and `method="both"`: the time the
-    plain loop needs to reach its final held-out AUC versus the time chexcft needs to reach at least that
-    held-out AUC (per category, from the category's start, gathers included). The plain loop is capped in
-    time per category (--plain-cap); the output says so.
+    plain loop needs to reach its final held-out AUC (its best-on-validation head at each moment) versus the
+    time chexcft needs to deliver a head with at least that held-out AUC. chexcft delivers the head it keeps
+    (one-standard-error rule and gate applied) when a category ends, so its time is the category's whole time,
+    gathers included. The plain loop is capped in time per category (--plain-cap); the output says so.
 
 Validation and held-out test splits are radiologist-style: labels sampled from real rows, all known (the
 latent truth). Held-out AUC is computed after the runs from recorded heads, outside the timed code.
@@ -186,19 +187,17 @@ def main() -> None:
     print(f"CFT settings: estimator defaults{' with ' + str({k: v for k, v in given.items() if v is not None}) if any(v is not None for v in given.values()) else ''}; "
           f"load average at the start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
-    runs: dict[str, tuple[CategoryWiseFineTuner, Timeline, float]] = {}
+    runs: dict[str, tuple[CategoryWiseFineTuner, float]] = {}
     cpu_seconds: dict[str, float] = {}
     for method in ("both", "ga"):
-        timeline = Timeline()
         tic, cpu = time.perf_counter(), time.process_time()
-        ft = CategoryWiseFineTuner(method=method, **common).fit(
-            W, b, train.features, y_train, valid.features, valid.latent, progress=timeline)
-        runs[method] = (ft, timeline, time.perf_counter() - tic)
+        ft = CategoryWiseFineTuner(method=method, **common).fit(W, b, train.features, y_train, valid.features, valid.latent)
+        runs[method] = (ft, time.perf_counter() - tic)
         cpu_seconds[method] = time.process_time() - cpu
-        print(f"method={method}: {runs[method][2]:.1f} s wall, {cpu_seconds[method]:.1f} s CPU; peak RSS {peak_rss_gb():.2f} GB")
+        print(f"method={method}: {runs[method][1]:.1f} s wall, {cpu_seconds[method]:.1f} s CPU; peak RSS {peak_rss_gb():.2f} GB")
     peak_a = peak_rss_gb()
 
-    ft_both, _, seconds_both = runs["both"]
+    ft_both, seconds_both = runs["both"]
     report = ft_both.report_.copy()
     logits0 = test.features @ W.T + b
     logits1 = test.features @ ft_both.weight_.T + ft_both.bias_
@@ -241,8 +240,11 @@ def main() -> None:
             row = {"observation": name, "plain_generations": generations, "plain_capped": capped,
                    "heldout_before": curves["plain"][name][0][1], "plain_final": final, "plain_reach_s": plain_reach}
             for method in ("ga", "both"):
-                curves[method][name] = runs[method][1].heldout(name, test, c)
-                durations[method][name] = float(runs[method][0].report_.loc[c, "seconds"])
+                # the estimator delivers the head it keeps (one-SE rule, gate) when the category ends
+                ft = runs[method][0]
+                kept = roc_auc_score(test.latent[:, c], test.features @ ft.weight_[c] + ft.bias_[c])
+                durations[method][name] = float(ft.report_.loc[c, "seconds"])
+                curves[method][name] = [(0.0, row["heldout_before"]), (durations[method][name], kept)]
                 row[f"{method}_final"] = curves[method][name][-1][1]
                 row[f"{method}_reach_s"] = time_to_reach(curves[method][name], final)
             rows_b.append(row)

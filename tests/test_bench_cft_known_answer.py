@@ -19,7 +19,7 @@ def test_known_answer_bench_runs_small_and_writes_its_section(tmp_path: Path) ->
     out = tmp_path / "section.md"
     done = subprocess.run(
         [sys.executable, str(BENCH), "--rows", "4000", "--dim", "64", "--valid-rows", "800", "--test-rows", "2000",
-         "--authors-cap", "0.5", "--min-gap", "0.0", "--markdown", str(out)],
+         "--authors-cap", "0.5", "--min-gap", "0.0", "--ga-seeds", "1", "--markdown", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -27,3 +27,4 @@ def test_known_answer_bench_runs_small_and_writes_its_section(tmp_path: Path) ->
     for method in ("bp", "ga", "both", "authors"):
         assert f"- `{method}`: closes " in text
     assert "oracle" in text and "share_both" in text
+    assert "- `ga` over estimator seeds 0, 1 (same data): " in text

@@ -97,9 +97,10 @@ class CategoryWiseFineTuner:
       around the row (BP's move, descent and preconditioned descent directions, class-mean difference, Fisher
       direction, principal directions) and keeps the smallest move within one standard error of the best on the
       early-stopping split; after BP, its row replaces BP's only when it is better there by more than one standard
-      error. `"authors"` is the authors' GA; any other name runs that Nevergrad optimiser on all
-      d + 1 coordinates. With `method="both"` GA refines BP's row (`ga_start="bp"`), so the report separates BP's
-      gain (`gain_bp`) from GA's own (`gain_ga`), both on validation.
+      error and, with `selection_alpha` set, significantly better on validation (`ga_over_bp_p`). `"authors"` is
+      the authors' GA; any other name runs that Nevergrad optimiser on all d + 1 coordinates. With
+      `method="both"` GA refines BP's row (`ga_start="bp"`), so the report separates BP's gain (`gain_bp`) from
+      GA's own (`gain_ga`), both on validation.
     - `time_budget` seconds per category (BP gets up to 70% of it, GA the rest); None is unlimited.
     - `device`: None computes where the features are (CUDA tensors on their GPU, NumPy arrays on the CPU);
       "cuda" / "cpu" / "auto" move each category's gathered known rows there (chexcft.device).
@@ -305,6 +306,7 @@ class CategoryWiseFineTuner:
             "valid_ga": np.nan,
             "gain_bp": np.nan,
             "gain_ga": np.nan,
+            "ga_over_bp_p": np.nan,
             "lambda_bp": np.nan,
             "move_bp": np.nan,
             "steps_bp": 0,
@@ -416,9 +418,16 @@ class CategoryWiseFineTuner:
 
         if self.method == "both" and self.ga_start == "bp":
             # a chain: GA's result already contains BP's (when BP improved); GA's replaces BP's only when it beats it
-            # on the early-stopping split by more than one standard error (the rule BP and GA use within themselves)
+            # on the early-stopping split by more than one standard error (the rule BP and GA use within themselves),
+            # and, when rows are gated, beats it significantly on validation too: the GA scores every candidate on
+            # the early-stopping split, so its best there is biased upward and known rows need not be like the rest
             margin = problem.standard_error(results["bp"].valid_after) if results["bp"].improved else 0.0
             ga_wins = results["ga"].improved and results["ga"].valid_after > results["bp"].valid_after + margin
+            if ga_wins and results["bp"].improved and self.selection_alpha is not None and self.metric == "auc":
+                bp_row = (results["bp"].weight, results["bp"].bias)
+                ga_row = (results["ga"].weight, results["ga"].bias)
+                row["ga_over_bp_p"] = _one_sided_gain_p(z_valid_c, len(neg_v), bp_row, ga_row)
+                ga_wins = row["ga_over_bp_p"] <= self.selection_alpha
             best_key = "ga" if ga_wins else "bp"
             label = {"ga": "bp+ga" if results["bp"].improved else "ga", "bp": "bp"}[best_key]
         else:

@@ -3,9 +3,10 @@
 - `fit_subspace_ga` (default, `optimizer="subspace"`): a Nevergrad optimiser (TwoPointsDE by default; CMA is an option) searches a
   low-dimensional subspace around the starting row: the row itself, its BP move (or the BCE descent direction),
   the difference of class means, the Fisher direction, and the leading principal directions of the category's
-  within-class variation. The subspace projections are computed once, so a whole population is scored with one
-  small matrix product and one vectorised ranking pass, and the search can afford to move far in 1,024
-  dimensions along directions that matter. The chosen ranking is then given a logistic scale and bias.
+  within-class variation (moments from every fit row). The subspace projections are computed once, so a whole
+  population is scored with one small matrix product and one vectorised ranking pass, and the search can afford
+  to move far in 1,024 dimensions along directions that matter. The chosen ranking is then given a logistic
+  scale and bias.
 - `fit_authors_ga` (`optimizer="authors"`): the authors' operators, vectorised: population 50 copies of the
   trained row, roulette (fitness-proportional) selection, uniform crossover taking each gene from the first parent
   with probability 0.2, with probability 0.5 U[-0.001, 0.001] noise on every gene of an offspring, 1 elite.
@@ -190,24 +191,36 @@ def _stratified_rows(n_neg: int, n: int, max_rows: int, generator: torch.Generat
     return torch.cat([neg, pos]), keep_neg
 
 
+def class_moments(z: torch.Tensor, n_neg: int, chunk: int = 16_384) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean of negatives, mean of positives, pooled within-class covariance (d, d)), float64, of a negatives-first
+    block, from every row in chunks (no centred copy of the block is made)."""
+    d = z.shape[1]
+    scatter = torch.zeros(d, d, dtype=torch.float64, device=z.device)
+    means = []
+    for block in (z[:n_neg], z[n_neg:]):
+        mean = block.mean(dim=0).double() if block.shape[0] else torch.zeros(d, dtype=torch.float64, device=z.device)
+        means.append(mean)
+        for start in range(0, block.shape[0], chunk):
+            centred = block[start:start + chunk] - mean.to(z.dtype)
+            scatter += (centred.T @ centred).double()  # float32 product, float64 sum over chunks
+    return means[0], means[1], scatter / max(z.shape[0] - 2, 1)
+
+
 def subspace_basis(z: torch.Tensor, n_neg: int, weight: torch.Tensor, bias: float, *, reference: torch.Tensor | None,
                    n_components: int, seed: int) -> torch.Tensor:
     """Orthogonal search directions (d, k) around `weight`, each scaled to move the logits as much as `weight` does.
 
     The row itself, its move from `reference` (BP's move when GA follows BP), the BCE descent direction, the
     difference of class means, the Fisher direction and the descent direction preconditioned by the (shrunk)
-    within-class covariance (close to a penalised Newton step), and the leading principal
-    directions of the within-class variation (what the row should learn to ignore or use).
+    within-class covariance (close to a penalised Newton step), and the leading principal directions of the
+    within-class variation (what the row should learn to ignore or use). The moments come from every row of `z`:
+    a Fisher direction from a few thousand rows in 1,024 dimensions is mostly noise (on the known-answer
+    benchmark, 4,096 rows left the GA alone at 18% of the oracle's gap; all rows, 40%).
     """
     d = z.shape[1]
-    neg, pos = z[:n_neg], z[n_neg:]
-    mean_neg, mean_pos = neg.mean(dim=0), pos.mean(dim=0)
-    centred = torch.cat([neg - mean_neg, pos - mean_pos])
+    mean_neg, mean_pos, cov = class_moments(z, n_neg)
     generator = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(centred.shape[0], generator=generator)[: min(centred.shape[0], 4096)].to(z.device)
-    sample = centred[rows]
-    cov = (sample.T @ sample).double() / max(sample.shape[0] - 1, 1)
-    diff = (mean_pos - mean_neg).double()
+    diff = mean_pos - mean_neg
     y = torch.zeros(z.shape[0], device=z.device)
     y[n_neg:] = 1.0
     descent = -(z.T @ (torch.sigmoid(z @ weight + bias) - y)) / z.shape[0]
@@ -217,7 +230,7 @@ def subspace_basis(z: torch.Tensor, n_neg: int, weight: torch.Tensor, bias: floa
     directions = [weight, descent, preconditioned, diff.to(z.dtype), fisher]
     if reference is not None:
         directions.append(weight - reference)
-    k = min(n_components, sample.shape[0] - 1, d)
+    k = min(n_components, z.shape[0] - 2, d)
     if k > 0:
         # leading eigenvectors by subspace iteration (a full eigh of d x d costs seconds on 2 cores)
         v = torch.linalg.qr(torch.randn(d, k, generator=generator, dtype=torch.float64).to(cov.device))[0]
@@ -228,6 +241,7 @@ def subspace_basis(z: torch.Tensor, n_neg: int, weight: torch.Tensor, bias: floa
     q, r = torch.linalg.qr(stacked)
     keep = torch.abs(torch.diagonal(r)) > 1e-6 * torch.abs(torch.diagonal(r)).max()
     basis = q[:, keep]
+    sample = z[torch.randperm(z.shape[0], generator=generator)[: min(z.shape[0], 4096)].to(z.device)]
     spread = float((sample @ weight).std()) if sample.shape[0] > 1 else 1.0
     spread = spread if np.isfinite(spread) and spread > 0 else 1.0
     scale = (sample @ basis).std(dim=0).clamp(min=1e-12)
@@ -302,7 +316,8 @@ def fit_subspace_ga(
     if ref is not None and float(torch.linalg.vector_norm(w_start - ref)) == 0.0:
         ref = None
     with torch.no_grad():
-        basis = subspace_basis(z, n_neg, w_start, float(bias), reference=ref, n_components=n_components, seed=seed)
+        basis = subspace_basis(problem.z_train, problem.n_neg_train, w_start, float(bias), reference=ref,
+                               n_components=n_components, seed=seed)
         fit_start, fit_proj = z @ w_start, project(z, basis)  # (m,), (m, k)
         stop_start, stop_proj = problem.z_valid @ w_start, project(problem.z_valid, basis)
     k = basis.shape[1]
