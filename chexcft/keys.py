@@ -23,6 +23,7 @@ NIH_NAME = r"(\d{8})_(\d{3})\.png"  # NIH's Image Index: patient, follow-up
 _NIH_NAME_RE = re.compile(rf"^{NIH_NAME}$", re.IGNORECASE)
 _NIH_TAIL = r"(?:^|/)\d{8}_\d{3}\.png$"
 _NIH_STUDY_RE = re.compile(r"(?:^|/)\d{8}_\d{3}$")
+_MIMIC_STUDY_RE = re.compile(r"(?:^|/)p\d+/p\d+/s\d+$")  # files/p10/p10000032/s50414267
 
 
 def normalise_path(path: str) -> str:
@@ -44,6 +45,12 @@ def is_nih_study(study: str) -> bool:
     """Whether a study key is an NIH image's (the image path without extension, no patientNNNNN folder)."""
     normalised = normalise_path(study)
     return bool(_NIH_STUDY_RE.search(normalised)) and not _PATIENT_RE.search(normalised)
+
+
+def is_mimic_study(study: str) -> bool:
+    """Whether a study key is a MIMIC-CXR study's (`…/pXX/pSUBJECT/sSTUDY`, no patientNNNNN folder)."""
+    normalised = normalise_path(study)
+    return bool(_MIMIC_STUDY_RE.search(normalised)) and not _PATIENT_RE.search(normalised)
 
 
 def study_key(path: str) -> str:

@@ -147,6 +147,7 @@ def test_mimic_layout_trains_predicts_and_evaluates_end_to_end(mimic, tmp_path: 
     assert row["key"] == "Study" and row["n_studies"] == test["study"].nunique()
     assert set(row["auc"]) <= set(OBSERVATIONS) and row["auc"]
     assert all(row["reliable"][t] is False for t in row["auc"])  # a fixture this small has < 10 positives
+    assert all(v is None for v in row["radiologists_below"].values())  # CheXpert's readers never saw MIMIC studies
     decided = runner.invoke(app, ["predict", "--model", str(run), "--input", str(csv / "test.csv"), "--root",
                                   str(mimic.root), "--out", str(tmp_path / "decided.csv"), "--device", "cpu",
                                   "--quiet", "--decisions"])

@@ -197,3 +197,38 @@ def test_converted_csv_works_with_root_in_prepare_keys_and_evaluate(nih, tmp_pat
     assert all(v is None for v in row["radiologists_below"].values())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert scorer_study_key(test["study"].iloc[0]) == test["Path"].iloc[0].removesuffix(".png") + "/"
+
+
+def test_an_image_in_two_folders_is_reported_when_identical_and_refused_when_not(nih, tmp_path: Path) -> None:
+    """An archive extracted twice gives the same name twice: the same bytes are reported and used once; different
+    bytes under one name are refused, naming both files (the labels cannot say which one they describe)."""
+    first = sorted(nih.root.glob("images_00*/images/*.png"))[0]
+    copy = nih.root / "images_009" / "images" / first.name
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(first.read_bytes())
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert", "nih", str(nih.root), "--out", str(tmp_path / "same")])
+    assert result.exit_code == 0, result.output
+    assert "1 listed image(s) are in more than one folder" in result.output and first.name in result.output
+    frame = pd.concat(_written(tmp_path / "same", nih.root).values(), ignore_index=True)
+    assert (frame["Path"].str.endswith(first.name)).sum() == 1
+    assert frame.loc[frame["Path"].str.endswith(first.name), "Path"].item() == first.relative_to(nih.root).as_posix()
+
+    copy.write_bytes(first.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(InvalidDatasetError, match=rf"{first}.*{copy}: two different images named {first.name}"):
+        convert_nih(nih.root, tmp_path / "different")
+    assert not (tmp_path / "different" / "train.csv").exists()
+
+
+def test_read_table_reads_an_nih_root_in_place(nih, tmp_path: Path) -> None:
+    """An NIH folder works wherever a table is expected, as a MIMIC root does: every listed image with its labels,
+    the same rows `convert nih` writes; an image listed but not on disk is kept (it fails when loaded, by name)."""
+    in_place = read_table(nih.root)
+    assert len(in_place) == len(nih.entries)
+    missing = in_place[in_place["Path"].str.endswith(nih.absent[0])]
+    assert len(missing) == 1 and not Path(missing["abs_path"].item()).exists()
+    convert_nih(nih.root, tmp_path / "csv")
+    written = pd.concat(_written(tmp_path / "csv", nih.root).values()).set_index("Path").sort_index()
+    same = in_place.set_index("Path").loc[written.index]
+    pd.testing.assert_frame_equal(same[list(OBSERVATIONS)], written[list(OBSERVATIONS)], check_dtype=False)
+    assert same["study"].tolist() == written["study"].tolist() and same["patient"].tolist() == written["patient"].tolist()

@@ -193,6 +193,8 @@ def test_cli_reproduces_the_published_chexnet_table(shared_dir: Path | None, tmp
     ([f"CheXpert-v1.0/valid/patient{i:05d}/study1" for i in range(60)], {"Atelectasis", "Pleural Effusion"}),
     # NIH images (one study each, chexcft.keys): the radiologists never read them, so no points at all.
     ([f"images_001/images/{i:08d}_000" for i in range(60)], set()),
+    # MIMIC-CXR studies: another hospital's reports, never read by CheXpert's radiologists.
+    ([f"files/p10/p{10000000 + i}/s{50000000 + i}" for i in range(60)], set()),
 ])
 def test_roc_figure_draws_radiologists_only_where_the_benchmark_exists(studies: list[str], expected: set[str],
                                                                        tmp_path: Path) -> None:

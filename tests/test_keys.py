@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from chexcft.keys import is_nih_study, nih_name, patient_key, patient_keys, scorer_study_key, study_key, study_keys
+from chexcft.keys import is_mimic_study, is_nih_study, nih_name, patient_key, patient_keys, scorer_study_key, study_key, study_keys
 
 CASES = [
     # path, study, patient
@@ -46,5 +46,7 @@ def test_nih_names_and_study_keys() -> None:
     assert nih_name("images/00000013_005.png") is None and nih_name("view1_frontal.jpg") is None
     assert is_nih_study("images_001/images/00000013_005") and is_nih_study(scorer_study_key("00000013_005"))
     assert not is_nih_study("patient00013/study6") and not is_nih_study("files/p10/p10000032/s50414267")
+    assert is_mimic_study("files/p10/p10000032/s50414267") and is_mimic_study(scorer_study_key("files/p10/p10000032/s50414267"))
+    assert not is_mimic_study("patient00013/study6") and not is_mimic_study("images_001/images/00000013_005")
     with pytest.raises(ValueError, match="no folder"):
         study_key("view1_frontal.jpg")

@@ -24,6 +24,11 @@ def _summary(summary: dict, root: Path) -> None:
         action = {"drop": "not written", "keep": "written all the same"}[summary["missing_rule"]]
         console.print(f"[yellow]{len(missing)} listed image(s) are not on disk ({action}): "
                       f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}[/]", soft_wrap=True)
+    repeated = summary.get("repeated") or []
+    if repeated:
+        console.print(f"[yellow]{len(repeated)} listed image(s) are in more than one folder, with the same bytes; "
+                      f"the first in sorted order is used: {', '.join(repeated[:5])}"
+                      f"{', ...' if len(repeated) > 5 else ''}[/]", soft_wrap=True)
     if summary.get("split_source"):
         console.print(f"splits: {summary['split_source']}", soft_wrap=True)
     if summary["unassigned"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import os
 from pathlib import Path
 
@@ -112,14 +113,31 @@ def _default_images_dir(csv_path: Path) -> Path:
     return images if images.is_dir() else csv_path.parent
 
 
-def index_images(folder: str | os.PathLike[str]) -> dict[str, str]:
-    """File name -> absolute path of every file under `folder` (sorted walk: the first of equal names wins)."""
+def index_images(folder: str | os.PathLike[str], names: pd.Series | None = None) -> tuple[dict[str, str], list[str]]:
+    """(file name -> absolute path of every file under `folder`, the `names` found more than once).
+
+    The walk is sorted and the first of equal names is used. A listed name found again with the same bytes
+    (an archive extracted twice) is returned as a repeat; with other bytes it is an InvalidDatasetError naming
+    both files, since which one the labels describe cannot be told.
+    """
     found: dict[str, str] = {}
+    again: dict[str, list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(os.path.abspath(folder)):
         dirnames.sort()
         for filename in sorted(filenames):
-            found.setdefault(filename, os.path.join(dirpath, filename))
-    return found
+            path = os.path.join(dirpath, filename)
+            if filename in found:
+                again.setdefault(filename, []).append(path)
+            else:
+                found[filename] = path
+    listed = set(names) if names is not None else set(again)
+    repeats = sorted(name for name in again if name in listed)
+    for name in repeats:
+        for other in again[name]:
+            if not filecmp.cmp(found[name], other, shallow=False):
+                raise InvalidDatasetError(f"{found[name]} and {other}: two different images named {name}; the labels "
+                                          "cannot say which one they describe (remove or rename one)")
+    return found, repeats
 
 
 def _locate(folder: Path, names: pd.Series) -> list[str]:
@@ -127,5 +145,5 @@ def _locate(folder: Path, names: pd.Series) -> list[str]:
     folder = Path(os.path.abspath(folder))
     if len(names) == 0 or (folder / names.iloc[0]).exists() or not folder.is_dir():
         return [str(folder / n) for n in names]
-    found = index_images(folder)
+    found, _ = index_images(folder, names)
     return [found.get(n, str(folder / n)) for n in names]

@@ -43,6 +43,12 @@ class NihRelease:
     split: pd.Series
     missing: list[str] = field(default_factory=list)
     split_source: str = ""
+    repeated: list[str] = field(default_factory=list)  # listed images found in two folders with the same bytes
+
+
+def is_nih_root(folder: str | os.PathLike[str]) -> bool:
+    """Whether a folder holds NIH ChestX-ray14's Data_Entry_2017(_v2020).csv."""
+    return any((Path(folder) / name).is_file() for name in DATA_ENTRY_FILES)
 
 
 def data_entry_file(root: str | os.PathLike[str]) -> Path:
@@ -139,7 +145,7 @@ def read_nih_release(root: str | os.PathLike[str], *, valid_fraction: float = 0.
     csv_path = data_entry_file(root)
     raw, frame = read_nih_entries(csv_path)
     names = _check_names(raw, csv_path)
-    found = index_images(root)
+    found, repeated = index_images(root, names)
     on_disk = names.isin(list(found)).to_numpy(bool)
     absent = names[~on_disk].tolist()
     if absent and missing == "error":
@@ -165,4 +171,4 @@ def read_nih_release(root: str | os.PathLike[str], *, valid_fraction: float = 0.
             raise ChexcftError(f"valid fraction {valid_fraction:g} + test fraction {test_fraction:g} leave no train")
         split = _patient_split(frame, valid_fraction, test_fraction, seed)
         source = f"by patient (seed {seed}; no {TRAIN_VAL_LIST} / {TEST_LIST})"
-    return NihRelease(frame, split, absent, source)
+    return NihRelease(frame, split, absent, source, repeated)

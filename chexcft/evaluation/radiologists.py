@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from chexcft.evaluation.metrics import undefined_auc_reason
-from chexcft.keys import is_nih_study
+from chexcft.keys import is_mimic_study, is_nih_study
 from chexcft.schema import RADIOLOGIST_POINTS, STUDY_COLUMN
 
 RULES: tuple[str, ...] = ("scorer", "interpolated")
@@ -72,7 +72,7 @@ def benchmark_points(tasks: Sequence[str], key: str, studies: Sequence[str]) -> 
     """Per task, the radiologists' (specificity, sensitivity) points where that benchmark exists, else ().
 
     It exists for the competition tasks joined by study (CheXpert's radiologists read studies), and not on NIH
-    ChestX-ray14 images (NIH study keys, chexcft.keys), whose labels the radiologists never read.
+    ChestX-ray14 images or MIMIC-CXR studies (their study keys, chexcft.keys), which those radiologists never read.
     """
-    exists = key == STUDY_COLUMN and not any(is_nih_study(s) for s in studies)
+    exists = key == STUDY_COLUMN and not any(is_nih_study(s) or is_mimic_study(s) for s in studies)
     return {task: RADIOLOGIST_POINTS[task] if exists and task in RADIOLOGIST_POINTS else () for task in tasks}
