@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         report = submit(csvs["test"], out, [run_dir], root=root, device=str(device), batch_size=64, workers=workers,
                         progress=False)
         frame = pd.read_csv(out)
-        studies = test_frame["Path"].astype(str).str.rsplit("/", n=1).str[0].nunique()
+        studies = test_frame["study"].nunique()  # chexcft.keys: CheXpert, NIH and MIMIC layouts alike
         step.images_per_s = len(test_frame) / max(time.perf_counter() - t0, 1e-9)
         step.finite = all_finite(frame.select_dtypes("number").to_numpy())
         step.complete = report.out_path is not None and len(frame) == studies
