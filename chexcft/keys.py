@@ -41,16 +41,19 @@ def _is_nih(normalised: str) -> bool:
     return nih_name(normalised.rpartition("/")[2]) is not None and not _PATIENT_RE.search(normalised)
 
 
+def _study_matches(study: str, pattern: re.Pattern[str]) -> bool:
+    normalised = normalise_path(study)
+    return bool(pattern.search(normalised)) and not _PATIENT_RE.search(normalised)
+
+
 def is_nih_study(study: str) -> bool:
     """Whether a study key is an NIH image's (the image path without extension, no patientNNNNN folder)."""
-    normalised = normalise_path(study)
-    return bool(_NIH_STUDY_RE.search(normalised)) and not _PATIENT_RE.search(normalised)
+    return _study_matches(study, _NIH_STUDY_RE)
 
 
 def is_mimic_study(study: str) -> bool:
     """Whether a study key is a MIMIC-CXR study's (`…/pXX/pSUBJECT/sSTUDY`, no patientNNNNN folder)."""
-    normalised = normalise_path(study)
-    return bool(_MIMIC_STUDY_RE.search(normalised)) and not _PATIENT_RE.search(normalised)
+    return _study_matches(study, _MIMIC_STUDY_RE)
 
 
 def study_key(path: str) -> str:
@@ -109,5 +112,5 @@ def patient_keys(paths: pd.Series, studies: pd.Series) -> np.ndarray:
     out = patients[codes]
     nih = _nih_mask(paths).to_numpy(bool)
     if nih.any():
-        out[nih] = paths[nih].str.extract(r"(\d{8})_\d{3}\.png$", flags=re.IGNORECASE)[0].to_numpy(dtype=object)
+        out[nih] = paths[nih].str.extract(rf"{NIH_NAME}$", flags=re.IGNORECASE)[0].to_numpy(dtype=object)
     return out

@@ -223,13 +223,12 @@ def fit_bp_penalised(
         if score < best_so_far:
             break
     lam, chosen, score = path[problem.first_within_one_se([s for _, _, s in path])]  # path: strongest penalty first
-    margin = problem.standard_error(max(s for _, _, s in path))
     best_w, best_b = chosen[:d].cpu().numpy().copy(), float(chosen[d])
     improved = bool(score > before)
     if improved:
         problem.report_progress(best_w, best_b, time_offset)
     moved = float(np.linalg.norm(best_w - np.asarray(weight, dtype=np.float32)) / max(np.linalg.norm(weight), 1e-12))
-    info = {"solver": "newton", "lambda": lam, "relative_move": moved, "passes": passes, "standard_error": margin,
+    info = {"solver": "newton", "lambda": lam, "relative_move": moved,
             "stop_by_lambda": {v: s for v, _, s in path}, "time_budget_hit": time.perf_counter() >= deadline}
     if not improved:
         best_w, best_b = np.asarray(weight, dtype=np.float32).copy(), float(bias)

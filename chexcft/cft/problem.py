@@ -66,12 +66,6 @@ class CategoryProblem:
             scores = (self.z_valid @ self.tensor(weight) + bias)[None, :]
         return float(metric_rows(self.metric, scores, self.n_neg_valid)[0])
 
-    def valid_metrics(self, weights: torch.Tensor, biases: torch.Tensor) -> np.ndarray:
-        """Validation metric of k heads, weights (k, d), biases (k,)."""
-        with torch.no_grad():
-            scores = project(self.z_valid, self.tensor(weights).T).T + self.tensor(biases)[:, None]
-        return metric_rows(self.metric, scores, self.n_neg_valid)
-
     def standard_error(self, value: float) -> float:
         """Standard error of an AUC of `value` on the early-stopping split (Hanley-McNeil); 0 for other metrics."""
         n_pos = self.z_valid.shape[0] - self.n_neg_valid

@@ -16,6 +16,10 @@ _VIEWS_HELP = ("Views to keep: all (default: views neither frontal nor lateral, 
                "frontal, lateral, AP, PA or unknown.")
 
 
+def _first_names(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
 def _summary(summary: dict, root: Path) -> None:
     views = ", ".join(f"{view} {count}" for view, count in sorted(summary["views"].items()))
     console.print(f"{summary['images']} images ({views}); kept {summary['kept']}")
@@ -23,12 +27,11 @@ def _summary(summary: dict, root: Path) -> None:
     if missing:
         action = {"drop": "not written", "keep": "written all the same"}[summary["missing_rule"]]
         console.print(f"[yellow]{len(missing)} listed image(s) are not on disk ({action}): "
-                      f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}[/]", soft_wrap=True)
+                      f"{_first_names(missing)}[/]", soft_wrap=True)
     repeated = summary.get("repeated") or []
     if repeated:
         console.print(f"[yellow]{len(repeated)} listed image(s) are in more than one folder, with the same bytes; "
-                      f"the first in sorted order is used: {', '.join(repeated[:5])}"
-                      f"{', ...' if len(repeated) > 5 else ''}[/]", soft_wrap=True)
+                      f"the first in sorted order is used: {_first_names(repeated)}[/]", soft_wrap=True)
     if summary.get("split_source"):
         console.print(f"splits: {summary['split_source']}", soft_wrap=True)
     if summary["unassigned"]:

@@ -55,6 +55,5 @@ def convert_nih(root: str | os.PathLike[str], out: str | os.PathLike[str], *, vi
     """NIH ChestX-ray14 -> OUT/{train,valid,test}.csv with Path relative to ROOT; a summary of what was written."""
     release = read_nih_release(root, valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed,
                                missing=missing)
-    summary = convert_frame(release.frame, release.split, out, views, missing=release.missing, missing_rule=missing,
-                            split_source=release.split_source)
-    return summary | {"repeated": release.repeated}
+    return convert_frame(release.frame, release.split, out, views, missing=release.missing, missing_rule=missing,
+                         split_source=release.split_source, repeated=release.repeated)

@@ -113,7 +113,7 @@ def _default_images_dir(csv_path: Path) -> Path:
     return images if images.is_dir() else csv_path.parent
 
 
-def index_images(folder: str | os.PathLike[str], names: pd.Series | None = None) -> tuple[dict[str, str], list[str]]:
+def index_images(folder: str | os.PathLike[str], names: pd.Series) -> tuple[dict[str, str], list[str]]:
     """(file name -> absolute path of every file under `folder`, the `names` found more than once).
 
     The walk is sorted and the first of equal names is used. A listed name found again with the same bytes
@@ -130,7 +130,7 @@ def index_images(folder: str | os.PathLike[str], names: pd.Series | None = None)
                 again.setdefault(filename, []).append(path)
             else:
                 found[filename] = path
-    listed = set(names) if names is not None else set(again)
+    listed = set(names)
     repeats = sorted(name for name in again if name in listed)
     for name in repeats:
         for other in again[name]:

@@ -37,7 +37,8 @@ SHOWN_NAMES = 5
 
 @dataclass
 class NihRelease:
-    """The common frame (Path relative to the root), each row's split, and the listed images not on disk."""
+    """The common frame (Path relative to the root), each row's split (empty from read_nih_images), and the listed
+    images not on disk."""
 
     frame: pd.DataFrame
     split: pd.Series
@@ -129,18 +130,15 @@ def _patient_split(frame: pd.DataFrame, valid_fraction: float, test_fraction: fl
     return split
 
 
-def read_nih_release(root: str | os.PathLike[str], *, valid_fraction: float = 0.1, test_fraction: float = 0.2,
-                     seed: int = 0, missing: str = "drop") -> NihRelease:
-    """NIH_ROOT -> the common frame (Data_Entry order, Path relative to NIH_ROOT), splits and images not on disk.
+def read_nih_images(root: str | os.PathLike[str], missing: str = "drop") -> NihRelease:
+    """NIH_ROOT -> the common frame (Data_Entry order, Path relative to NIH_ROOT) and the images not on disk or
+    found twice, without splits (`split` is empty).
 
     `missing`: what to do with listed images not found under NIH_ROOT: drop them, keep them (Path
-    images/<name>) or raise. `test_fraction` applies only without the official split lists.
+    images/<name>) or raise.
     """
     if missing not in MISSING_RULES:
         raise ChexcftError(f"unknown missing-image rule {missing!r}; expected one of {', '.join(MISSING_RULES)}")
-    for option, value in (("valid fraction", valid_fraction), ("test fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise ChexcftError(f"the {option} must be in [0, 1), got {value:g}")
     root = Path(os.path.abspath(root))
     csv_path = data_entry_file(root)
     raw, frame = read_nih_entries(csv_path)
@@ -158,9 +156,21 @@ def read_nih_release(root: str | os.PathLike[str], *, valid_fraction: float = 0.
     _inside(abs_paths, root, csv_path)
     frame.insert(0, "Path", [Path(p).relative_to(root).as_posix() for p in abs_paths])
     frame = add_derived_columns(frame, abs_paths, str(csv_path))
+    return NihRelease(frame, pd.Series(dtype=object, name="split"), absent, "", repeated)
+
+
+def read_nih_release(root: str | os.PathLike[str], *, valid_fraction: float = 0.1, test_fraction: float = 0.2,
+                     seed: int = 0, missing: str = "drop") -> NihRelease:
+    """NIH_ROOT -> `read_nih_images` with each image's split: test_list.txt and train_val_list.txt (valid carved by
+    patient), or without them all three drawn by patient (`test_fraction` applies only then)."""
+    for option, value in (("valid fraction", valid_fraction), ("test fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ChexcftError(f"the {option} must be in [0, 1), got {value:g}")
+    release = read_nih_images(root, missing)
+    root, frame = Path(os.path.abspath(root)), release.frame
     lists = [(root / name).is_file() for name in (TRAIN_VAL_LIST, TEST_LIST)]
     if all(lists):
-        split = _official_split(frame, names, root, valid_fraction, seed)
+        split = _official_split(frame, frame["Path"].str.rpartition("/")[2], root, valid_fraction, seed)
         source = f"{TEST_LIST}; train and valid (by patient, seed {seed}) from {TRAIN_VAL_LIST}"
     elif any(lists):
         absent_list = TEST_LIST if lists[0] else TRAIN_VAL_LIST
@@ -171,4 +181,5 @@ def read_nih_release(root: str | os.PathLike[str], *, valid_fraction: float = 0.
             raise ChexcftError(f"valid fraction {valid_fraction:g} + test fraction {test_fraction:g} leave no train")
         split = _patient_split(frame, valid_fraction, test_fraction, seed)
         source = f"by patient (seed {seed}; no {TRAIN_VAL_LIST} / {TEST_LIST})"
-    return NihRelease(frame, split, absent, source, repeated)
+    release.split, release.split_source = split, source
+    return release

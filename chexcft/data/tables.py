@@ -12,7 +12,7 @@ from chexcft.data.chexpert import read_chexpert_csv, read_path_csv
 from chexcft.data.folder import read_image_folder
 from chexcft.data.mimic import is_mimic_root, read_mimic
 from chexcft.data.nih import is_nih_header, read_nih_csv
-from chexcft.data.nih_release import is_nih_root, read_nih_release
+from chexcft.data.nih_release import is_nih_root, read_nih_images
 from chexcft.data.csvfile import read_csv
 from chexcft.errors import InvalidDatasetError, shown_list
 from chexcft.schema import OBSERVATIONS
@@ -25,7 +25,7 @@ def read_table(csv_or_folder: str | os.PathLike[str], root: str | os.PathLike[st
     if source.is_dir() and is_mimic_root(source):
         return read_mimic(source)[0]
     if source.is_dir() and is_nih_root(source):
-        return read_nih_release(source, missing="keep").frame
+        return read_nih_images(source, missing="keep").frame
     if source.is_dir():
         return read_image_folder(source)
     if not source.is_file():
